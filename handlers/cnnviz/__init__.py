@@ -1,0 +1,47 @@
+"""cnnviz: what convolutional networks see, as tensors in and tensors out.
+
+A core free of any model server: it never imports TorchServe, takes its device from its inputs, and knows nothing
+of PNG or base64 (the edge, :mod:`vizserve`, does that).
+"""
+
+from .capture import capture_outputs, restore_mode
+from .errors import InputTooLarge, InvalidInput, InvalidOption, UnknownLayer, VizError
+from .inference import forward
+from .layers import LayerInfo, LayerTable
+from .models import (
+    ARCHITECTURES,
+    WeightsUnavailable,
+    build_model,
+    imagenet_state_dict,
+    imagenet_weights,
+    load_weights,
+    random_state_dict,
+    read_state_dict,
+)
+from .visuals import diverging, featuremap_tiles, kernel_matrix, rgb_filter_tiles, select_channels
+
+__all__ = [
+    "ARCHITECTURES",
+    "InputTooLarge",
+    "InvalidInput",
+    "InvalidOption",
+    "LayerInfo",
+    "LayerTable",
+    "UnknownLayer",
+    "VizError",
+    "WeightsUnavailable",
+    "build_model",
+    "capture_outputs",
+    "diverging",
+    "featuremap_tiles",
+    "forward",
+    "imagenet_state_dict",
+    "imagenet_weights",
+    "kernel_matrix",
+    "load_weights",
+    "random_state_dict",
+    "read_state_dict",
+    "restore_mode",
+    "rgb_filter_tiles",
+    "select_channels",
+]

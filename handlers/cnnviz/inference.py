@@ -1,0 +1,31 @@
+"""One forward pass that classifies and captures feature maps at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .capture import capture_outputs
+
+__all__ = ["forward"]
+
+
+def forward(
+    model: nn.Module, x: torch.Tensor, layers: Sequence[str] = ()
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Class probabilities and layer outputs for a batch, from a single forward pass.
+
+    Args:
+        model: a classifier returning logits ``[N, K]``; run as it is (call ``model.eval()`` first).
+        x: normalized input ``[N, 3, H, W]`` on the model's device.
+        layers: names from ``model.named_modules()`` whose outputs to keep (validated by the caller).
+
+    Returns:
+        ``(probs [N, K], {layer: output [N, ...]})``, softmax over the logits, on ``x``'s device. Runs under
+        ``torch.inference_mode()``.
+    """
+    with torch.inference_mode(), capture_outputs(model, layers) as outputs:
+        logits = model(x)
+    return logits.softmax(dim=-1), outputs

@@ -1,0 +1,43 @@
+"""TorchServe handler: thin glue between TorchServe's worker and :class:`vizserve.VizService`.
+
+Everything else (request parsing, the model, pictures) lives in the server-independent packages ``cnnviz`` and
+``vizserve``, which the archive carries beside this file. TorchServe wants exactly one class in this module.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from vizserve import load_service
+
+log = logging.getLogger(__name__)
+
+
+class VizHandler:
+    """Serves classification, feature maps, filters and the layer table for one model archive."""
+
+    def __init__(self) -> None:
+        self.service = None
+        self.initialized = False
+
+    def initialize(self, context) -> None:
+        props = context.system_properties
+        gpu_id = props.get("gpu_id")
+        # TorchServe assigns each worker its GPU; never assume cuda:0.
+        if torch.cuda.is_available() and gpu_id is not None:
+            device = torch.device(f"cuda:{gpu_id}")
+        else:
+            device = torch.device("cpu")
+        cfg = (context.model_yaml_config or {}).get("handler", {})
+        self.service = load_service(props["model_dir"], cfg, device=device, name=context.model_name)
+        log.info("loaded %s (%s, weights %s) on %s", context.model_name, cfg.get("arch"), cfg.get("weights"), device)
+        self.initialized = True
+
+    def handle(self, data, context):
+        replies = self.service.handle(data or [])
+        for idx, reply in enumerate(replies):
+            context.set_response_status(reply.status, reply.phrase, idx)
+            context.set_response_content_type(idx, reply.content_type)
+        return [reply.body for reply in replies]

@@ -1,0 +1,115 @@
+"""Tiles to labelled PNG pictures, arrays to .npy bytes: the only place file formats are made.
+
+Layout comes from :func:`torchvision.utils.make_grid`; Pillow draws the labels (torchvision has no text).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.utils import make_grid
+
+__all__ = ["grid_png", "matrix_png", "npy_bytes", "b64"]
+
+BACKGROUND = 0.12  # dark grey between tiles and behind labels
+LABEL_H = 12  # label band above each tile
+TITLE_H = 16
+PAD = 2
+#: Tiles are scaled by whole factors up to at least MIN_TILE px, and big maps down to at most MAX_TILE px.
+MIN_TILE, MAX_TILE = 48, 128
+PNG_LEVEL = 1  # zlib level: pictures of noise-like maps barely shrink past 1, and encoding time counts
+
+_FONT = ImageFont.load_default()
+
+
+def b64(data: bytes) -> str:
+    """Base64 text of ``data``; also the ``default=`` of ``json.dumps`` for responses that hold bytes."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"cannot put {type(data).__name__} in JSON")
+    return base64.b64encode(data).decode("ascii")
+
+
+def npy_bytes(t: torch.Tensor) -> bytes:
+    """``t`` as a float32 ``.npy`` file (C order)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(t.detach().cpu().float().numpy()), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=PNG_LEVEL)
+    return buf.getvalue()
+
+
+def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    """``[C, H, W]`` in [0, 1] -> ``H x W`` (C = 1) or ``H x W x 3`` uint8."""
+    a = (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).contiguous().numpy()
+
+
+def _fit(tiles: torch.Tensor) -> torch.Tensor:
+    """Whole-factor nearest upscaling of small tiles (pixels stay crisp), area downscaling of large ones."""
+    h, w = tiles.shape[-2:]
+    side = max(h, w)
+    if side < MIN_TILE:
+        k = math.ceil(MIN_TILE / side)
+        return F.interpolate(tiles, scale_factor=k, mode="nearest")
+    if side > MAX_TILE:
+        s = MAX_TILE / side
+        return F.interpolate(tiles, size=(max(1, round(h * s)), max(1, round(w * s))), mode="area")
+    return tiles
+
+
+def grid_png(tiles: torch.Tensor, labels: list[str], title: str, *, nrow: int | None = None) -> bytes:
+    """A grid of tiles, each with its label above it, under a title line.
+
+    Args:
+        tiles: ``[K, 1 or 3, h, w]`` floats in [0, 1] (CPU).
+        labels: one short text per tile (the channel index).
+        title: one line at the top.
+        nrow: tiles per row; default about square.
+    """
+    tiles = _fit(tiles.float().cpu())
+    k, c = tiles.shape[:2]
+    nrow = nrow or max(1, math.ceil(math.sqrt(k)))
+    banded = F.pad(tiles, (0, 0, LABEL_H, 0), value=BACKGROUND)  # room for a label above each tile
+    grid = make_grid(banded, nrow=nrow, padding=PAD, pad_value=BACKGROUND)[:c]
+    grid = F.pad(grid, (0, 0, TITLE_H, 0), value=BACKGROUND)
+    img = Image.fromarray(_to_uint8(grid), "L" if c == 1 else "RGB")
+    draw = ImageDraw.Draw(img)
+    fill = 235 if c == 1 else (235, 235, 235)
+    draw.text((PAD + 1, 2), title, fill=fill, font=_FONT)
+    cell_h, cell_w = banded.shape[-2] + PAD, banded.shape[-1] + PAD
+    for i, text in enumerate(labels):
+        r, q = divmod(i, nrow)
+        draw.text((q * cell_w + PAD + 1, TITLE_H + r * cell_h + PAD), text, fill=fill, font=_FONT)
+    return _png(img)
+
+
+def matrix_png(cells: torch.Tensor, rows: list[int], cols: list[int], title: str) -> bytes:
+    """A matrix of RGB cells ``[R, C, 3, kh, kw]`` with row numbers on the left and column numbers on top."""
+    r, c, _, kh, kw = cells.shape
+    scale = max(1, math.ceil(12 / max(kh, kw)))
+    flat = F.interpolate(cells.reshape(r * c, 3, kh, kw).float(), scale_factor=scale, mode="nearest")
+    grid = make_grid(flat, nrow=c, padding=1, pad_value=BACKGROUND)
+    left, top = 30, TITLE_H + LABEL_H
+    grid = F.pad(grid, (left, 0, top, 0), value=BACKGROUND)
+    img = Image.fromarray(_to_uint8(grid), "RGB")
+    draw = ImageDraw.Draw(img)
+    fill = (235, 235, 235)
+    draw.text((2, 2), title, fill=fill, font=_FONT)
+    step_h, step_w = kh * scale + 1, kw * scale + 1
+    every_r = max(1, math.ceil(12 / step_h))
+    every_c = max(1, math.ceil(28 / step_w))
+    for i in range(0, r, every_r):
+        draw.text((2, top + 1 + i * step_h), str(rows[i]), fill=fill, font=_FONT)
+    for j in range(0, c, every_c):
+        draw.text((left + 1 + j * step_w, TITLE_H), str(cols[j]), fill=fill, font=_FONT)
+    return _png(img)

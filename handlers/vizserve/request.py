@@ -1,0 +1,186 @@
+"""What a request asks for, read from form fields or a JSON body and checked before any work is done.
+
+TorchServe hands a handler one dict per request: ``{"body": ...}`` for a whole body (raw bytes, or the object of
+an ``application/json`` body), or one key per multipart/url-encoded form field. Query parameters never arrive.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cnnviz import InvalidInput, InvalidOption, LayerTable
+
+__all__ = ["MODES", "OPTIONS", "VizRequest", "fields_of", "parse_request"]
+
+#: Modes, in the order their results appear. ``classify`` runs whenever an image is given.
+MODES = ("classify", "featuremaps", "filters", "layers")
+_NEEDS_IMAGE = {"classify", "featuremaps"}
+_PICTURE_MODES = ("featuremaps", "filters")  # format=png returns the first picture of these, in this order
+#: Every option a request may carry, with its default; anything else is refused so that typos do not pass silently.
+OPTIONS: dict[str, str] = {
+    "data": "the image (bytes, or base64 text in JSON) or a .npy float32 array [3, H, W]",
+    "mode": "classify",
+    "topk": "5",
+    "layers": "the first and the last convolution",
+    "channels": "64",
+    "raw": "false",
+    "format": "json",
+    "normalize": "channel",
+}
+MAX_LAYERS = 16
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+_DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class VizRequest:
+    """One checked request. ``data`` is the raw input bytes (image or .npy) or ``None``."""
+
+    data: bytes | None
+    modes: tuple[str, ...]
+    topk: int
+    layers: tuple[str, ...]
+    channels: int | None  # None: all
+    raw: bool
+    format: str
+    normalize: str
+
+    def wants(self, mode: str) -> bool:
+        return mode in self.modes
+
+    @property
+    def picture_mode(self) -> str | None:
+        return next((m for m in _PICTURE_MODES if m in self.modes), None)
+
+
+def fields_of(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's fields as one dict, whatever way they came (raw body, JSON body, form fields)."""
+    if "body" not in item or "data" in item:
+        return dict(item)
+    body = item["body"]
+    if isinstance(body, Mapping):
+        return dict(body)
+    if isinstance(body, (bytes, bytearray, str)):
+        raw = body.encode() if isinstance(body, str) else bytes(body)
+        if raw.lstrip()[:1] == b"{":  # a JSON body sent without Content-Type: application/json
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                raise InvalidInput(f"request body looks like JSON but does not parse: {exc}") from exc
+            if isinstance(obj, dict):
+                return obj
+        return {"data": raw}
+    raise InvalidInput(f"request body must be an image, a .npy array or a JSON object; got JSON {type(body).__name__}")
+
+
+def _text(name: str, value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise InvalidOption(f"option {name!r} is not UTF-8 text") from exc
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value).strip()
+    raise InvalidOption(f"option {name!r} must be text or a number, got {type(value).__name__}")
+
+
+def _names(name: str, value: Any) -> list[str]:
+    items = value if isinstance(value, list) else _text(name, value).split(",")
+    return [t for t in (_text(name, v) for v in items) if t]
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    text = _text(name, value)
+    if not re.fullmatch(r"[+]?\d{1,9}", text):
+        raise InvalidOption(f"option {name!r} must be a whole number in {lo}..{hi}, got {text[:40]!r}")
+    n = int(text)
+    if not lo <= n <= hi:
+        raise InvalidOption(f"option {name!r} must be in {lo}..{hi}, got {n}")
+    return n
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    text = _text(name, value).lower()
+    if text not in allowed:
+        raise InvalidOption(f"option {name!r} must be one of {', '.join(allowed)}; got {text[:40]!r}")
+    return text
+
+
+def _bool(name: str, value: Any) -> bool:
+    text = _text(name, value).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InvalidOption(f"option {name!r} must be true or false, got {text[:40]!r}")
+
+
+def _data(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value) or None
+    if isinstance(value, str):  # base64 text (JSON bodies, or a text form field), optionally a data: URL
+        text = _DATA_URL.sub("", value.strip())
+        try:
+            return base64.b64decode(text, validate=True) or None
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput(f"field 'data' is text but not valid base64: {exc}") from exc
+    raise InvalidInput(f"field 'data' must be image bytes or base64 text, got {type(value).__name__}")
+
+
+def parse_request(fields: Mapping[str, Any], table: LayerTable, num_classes: int) -> VizRequest:
+    """Check every field against what this model allows; raise a :class:`cnnviz.VizError` that names the problem."""
+    unknown = sorted(set(fields) - set(OPTIONS))
+    if unknown:
+        raise InvalidOption(f"unknown option {unknown[0]!r}; options: {', '.join(OPTIONS)}")
+    data = _data(fields.get("data"))
+
+    asked = _names("mode", fields.get("mode", "classify")) or ["classify"]
+    for m in asked:
+        if m not in MODES:
+            raise InvalidOption(f"unknown mode {m!r}; modes: {', '.join(MODES)}")
+    modes = set(asked) | ({"classify"} if data is not None else set())
+    if data is None:
+        need = sorted(modes & _NEEDS_IMAGE)
+        if need:
+            raise InvalidInput(
+                f"mode {need[0]} needs an image: send it as the request body, as form field 'data', or as base64 "
+                f"in a JSON body's 'data' (modes without an image: filters, layers)"
+            )
+
+    topk = _int("topk", fields.get("topk", 5), 1, min(1000, num_classes))
+    channels_text = _text("channels", fields.get("channels", 64)).lower()
+    channels = None if channels_text == "all" else _int("channels (or 'all')", channels_text, 1, 100_000)
+    fmt = _choice("format", fields.get("format", "json"), ("json", "png"))
+    normalize = _choice("normalize", fields.get("normalize", "channel"), ("channel", "layer"))
+    raw = _bool("raw", fields.get("raw", False))
+
+    layer_modes = [m for m in ("featuremaps", "filters") if m in modes]
+    if "layers" in fields:
+        if not layer_modes:
+            raise InvalidOption("option 'layers' is used by modes featuremaps and filters; add one of them to mode")
+        names = _names("layers", fields["layers"])
+        if not names:
+            raise InvalidOption("option 'layers' is empty; give module names such as " + ", ".join(table.default_layers))
+        if len(names) > MAX_LAYERS:
+            raise InvalidOption(f"option 'layers' names {len(names)} layers; at most {MAX_LAYERS} per request")
+    else:
+        names = table.default_layers
+    for m in layer_modes:
+        table.resolve(names, need="spatial" if m == "featuremaps" else "filters")
+    layers = tuple(table.resolve(names))
+
+    ordered = tuple(m for m in MODES if m in modes)
+    request = VizRequest(data, ordered, topk, layers, channels, raw, fmt, normalize)
+    if fmt == "png" and request.picture_mode is None:
+        raise InvalidOption("format=png returns a picture: add mode featuremaps or filters")
+    return request

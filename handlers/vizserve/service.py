@@ -1,0 +1,233 @@
+"""The request pipeline, independent of any model server: fields in, (status, content type, body) out.
+
+A batch of requests is checked one by one (a bad request fails only itself), then the inputs of one shape run
+through the model as a single forward pass that both classifies and captures every feature map asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnviz import (
+    InputTooLarge,
+    LayerTable,
+    VizError,
+    featuremap_tiles,
+    forward,
+    kernel_matrix,
+    rgb_filter_tiles,
+)
+
+from . import render
+from .decode import NPY_MAGIC, read_image, read_npy
+from .request import VizRequest, fields_of, parse_request
+
+__all__ = ["Limits", "Reply", "VizService", "smallest_input_side"]
+
+log = logging.getLogger(__name__)
+
+#: Deeper filters are drawn as a matrix of at most this many rows (output filters) and columns (input channels).
+MAX_MATRIX = 128
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps an operator may change (model-config.yaml, ``handler:`` section)."""
+
+    max_image_pixels: int = 50_000_000  # refused from the image header, before decoding
+    max_input_side: int = 1024  # largest H or W of a .npy input
+    max_response_bytes: int = 64 * 1024 * 1024  # keep equal to TorchServe's max_response_size
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Limits:
+        known = cls.__dataclass_fields__
+        return cls(**{k: int(v) for k, v in cfg.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+    @property
+    def phrase(self) -> str:
+        return "OK" if self.status < 400 else "Bad Request" if self.status < 500 else "Internal Server Error"
+
+    @classmethod
+    def error(cls, err: VizError) -> Reply:
+        return cls(err.status, json.dumps(err.as_dict()).encode())
+
+
+def smallest_input_side(model: nn.Module, device: torch.device, upper: int = 224) -> int:
+    """The smallest square input side the model accepts, by bisection (pooling layers set a floor)."""
+
+    def runs(side: int) -> bool:
+        try:
+            with torch.inference_mode():
+                model(torch.zeros(1, 3, side, side, device=device))
+            return True
+        except RuntimeError:
+            return False
+
+    lo, hi = 1, upper
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) else (mid + 1, hi)
+    return lo
+
+
+class VizService:
+    """Answers visualization requests for one model.
+
+    Args:
+        model: classifier in eval mode, already on ``device``.
+        labels: class names, index -> text.
+        transform: PIL image -> normalized ``[3, H, W]`` tensor (the weights' own eval transform).
+        name, arch, weights: reported in every response (``weights``: ``IMAGENET1K_V1``, ``random``,
+            ``file:<name>``).
+        input_shape: ``(3, H, W)`` the transform produces; the ``layers`` table is computed for it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        labels: Sequence[str],
+        transform: Callable[[Any], torch.Tensor],
+        device: torch.device,
+        name: str,
+        arch: str,
+        weights: str,
+        input_shape: Sequence[int] = (3, 224, 224),
+        limits: Limits = Limits(),
+    ) -> None:
+        self.model, self.labels, self.transform, self.device = model, list(labels), transform, device
+        self.name, self.arch, self.weights, self.limits = name, arch, weights, limits
+        self.table = LayerTable(model, input_shape)
+        self.layer_list = [info.as_dict() for info in self.table]
+        self.min_side = smallest_input_side(model, device, upper=max(input_shape[1:]))
+        self.modules = dict(model.named_modules())
+
+    # -- the batch ----------------------------------------------------------------------------------------------
+
+    def handle(self, items: Sequence[Mapping[str, Any]]) -> list[Reply]:
+        """One reply per item, in order. Never raises for a bad request; an unexpected failure of one request
+        becomes its own 500 reply."""
+        replies: list[Reply | None] = [None] * len(items)
+        jobs: dict[int, tuple[VizRequest, torch.Tensor | None]] = {}
+        for i, item in enumerate(items):
+            try:
+                req = parse_request(fields_of(item), self.table, len(self.labels))
+                jobs[i] = (req, self._input(req.data) if req.data is not None else None)
+            except VizError as err:
+                replies[i] = Reply.error(err)
+            except Exception:
+                log.exception("request %d: unexpected failure while reading it", i)
+                replies[i] = self._internal_error()
+
+        outputs = self._run_batches(jobs, replies)
+        for i, (req, _) in jobs.items():
+            if replies[i] is not None:
+                continue
+            try:
+                replies[i] = self._reply(req, *outputs.get(i, (None, {})))
+            except VizError as err:
+                replies[i] = Reply.error(err)
+            except Exception:
+                log.exception("request %d: unexpected failure while answering", i)
+                replies[i] = self._internal_error()
+        return [r if r is not None else self._internal_error() for r in replies]
+
+    def _input(self, data: bytes) -> torch.Tensor:
+        if data.startswith(NPY_MAGIC):
+            return read_npy(data, min_side=self.min_side, max_side=self.limits.max_input_side)
+        return self.transform(read_image(data, max_pixels=self.limits.max_image_pixels))
+
+    def _run_batches(self, jobs, replies) -> dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """Forward passes, one per input shape: probabilities and the feature maps each request asked for."""
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, (_, x) in jobs.items():
+            if x is not None:
+                groups[tuple(x.shape)].append(i)
+        results = {}
+        for members in groups.values():
+            layers = sorted({name for i in members if jobs[i][0].wants("featuremaps") for name in jobs[i][0].layers})
+            try:
+                batch = torch.stack([jobs[i][1] for i in members]).to(self.device, non_blocking=True)
+                probs, acts = forward(self.model, batch, layers)
+                probs, acts = probs.cpu(), {k: v.cpu() for k, v in acts.items()}
+            except Exception:
+                log.exception("forward pass failed for requests %s", members)
+                for i in members:
+                    replies[i] = self._internal_error()
+                continue
+            for k, i in enumerate(members):
+                results[i] = (probs[k], {name: acts[name][k] for name in jobs[i][0].layers if name in acts})
+        return results
+
+    # -- one reply ----------------------------------------------------------------------------------------------
+
+    def _reply(self, req: VizRequest, probs: torch.Tensor | None, acts: dict[str, torch.Tensor]) -> Reply:
+        out: dict[str, Any] = {"model": self.name, "arch": self.arch, "weights": self.weights, "device": str(self.device)}
+        if probs is not None:
+            scores, idx = probs.topk(req.topk)
+            out["predictions"] = [
+                {"index": int(j), "label": self.labels[int(j)], "score": float(s)} for s, j in zip(scores, idx)
+            ]
+        if req.wants("featuremaps"):
+            out["featuremaps"] = [self._featuremap(req, name, acts[name]) for name in req.layers]
+        if req.wants("filters"):
+            out["filters"] = [self._filters(req, name) for name in req.layers]
+        if req.wants("layers"):
+            out["layers"] = self.layer_list
+        if req.format == "png":
+            return Reply(200, out[req.picture_mode][0]["image"], "image/png")
+        body = json.dumps(out, default=render.b64).encode()  # pictures and arrays are bytes until here
+        if len(body) > self.limits.max_response_bytes:
+            raise InputTooLarge(
+                f"the response would be {len(body) / 2**20:.1f} MiB, over this server's limit of "
+                f"{self.limits.max_response_bytes / 2**20:.1f} MiB (max_response_size); ask for fewer layers or "
+                f"channels, or leave out raw=true"
+            )
+        return Reply(200, body)
+
+    def _featuremap(self, req: VizRequest, name: str, fmap: torch.Tensor) -> dict[str, Any]:
+        tiles, idx = featuremap_tiles(fmap, req.channels, req.normalize)
+        title = f"{self.arch} {name} feature maps {list(fmap.shape)}, channels {idx[0]}-{idx[-1]}"
+        entry = {
+            "layer": name,
+            "shape": list(fmap.shape),
+            "image": render.grid_png(tiles, [str(i) for i in idx], title),
+        }
+        if req.raw:
+            entry["raw"] = render.npy_bytes(fmap)
+        return entry
+
+    def _filters(self, req: VizRequest, name: str) -> dict[str, Any]:
+        weight = self.modules[name].weight.detach().cpu()
+        shape = list(weight.shape)
+        if weight.shape[1] == 3:
+            tiles, idx = rgb_filter_tiles(weight, req.channels)
+            title = f"{self.arch} {name} filters {shape} as RGB, {idx[0]}-{idx[-1]}"
+            png = render.grid_png(tiles, [str(i) for i in idx], title)
+        else:
+            n = min(req.channels or MAX_MATRIX, MAX_MATRIX)
+            cells, rows, cols = kernel_matrix(weight, n, n)
+            title = f"{self.arch} {name} filters {shape}: rows out, columns in; blue<0<red"
+            png = render.matrix_png(cells, rows, cols, title)
+        return {"layer": name, "shape": shape, "image": png}
+
+    @staticmethod
+    def _internal_error() -> Reply:
+        body = {"code": 500, "type": "InternalError", "message": "the server failed on this request; see its log"}
+        return Reply(500, json.dumps(body).encode())

@@ -1,0 +1,154 @@
+"""Build TorchServe archives ``OUT/ARCH_viz.mar``: weights, ImageNet labels, model-config.yaml, handler and core.
+
+Run through ``./archive.sh``; ``--help`` lists the options. Exit status 3 means some weights could not be had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = ROOT / "handlers"
+sys.path.insert(0, str(HANDLERS))
+
+from cnnviz import (  # noqa: E402
+    ARCHITECTURES,
+    WeightsUnavailable,
+    build_model,
+    imagenet_state_dict,
+    imagenet_weights,
+    load_weights,
+    random_state_dict,
+    read_state_dict,
+)
+
+PACKAGES = ("cnnviz", "vizserve")
+NO_WEIGHTS = 3
+
+
+def max_response_size(config: Path) -> int | None:
+    """TorchServe's ``max_response_size`` from config.properties, so the handler refuses what TorchServe would."""
+    if not config.exists():
+        return None
+    m = re.search(r"^\s*max_response_size\s*=\s*(\d+)", config.read_text(), re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def weights_for(arch: str, args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict and the tag responses report for it."""
+    if args.random_weights:
+        return random_state_dict(arch, seed=args.seed), "random"
+    if args.weights:
+        path = Path(args.weights)
+        state = read_state_dict(path)
+        load_weights(build_model(arch), state, source=str(path))  # fail now, not in the worker
+        return state, f"file:{path.name}"
+    return imagenet_state_dict(arch, progress=sys.stderr.isatty()), imagenet_weights(arch).name
+
+
+def model_config(arch: str, tag: str, args: argparse.Namespace) -> dict:
+    handler = {
+        "arch": arch,
+        "weights": tag,
+        "weights_file": "weights.pt",
+        "max_image_pixels": args.max_image_pixels,
+        "max_input_side": args.max_input_side,
+    }
+    limit = max_response_size(Path(args.config))
+    if limit:
+        handler["max_response_bytes"] = limit
+    return {
+        "minWorkers": args.workers,
+        "maxWorkers": args.workers,
+        "batchSize": args.batch_size,
+        "maxBatchDelay": args.max_batch_delay,
+        "responseTimeout": args.response_timeout,
+        "handler": handler,
+    }
+
+
+def build(arch: str, args: argparse.Namespace) -> Path:
+    state, tag = weights_for(arch, args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{arch}_viz_") as tmp:
+        tmp = Path(tmp)
+        extra = tmp / "extra"
+        for pkg in PACKAGES:
+            shutil.copytree(HANDLERS / pkg, extra / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        labels = imagenet_weights(arch).meta["categories"]
+        (extra / "index_to_name.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}))
+        torch.save(state, tmp / "weights.pt")
+        (tmp / "model-config.yaml").write_text(yaml.safe_dump(model_config(arch, tag, args), sort_keys=False))
+        name = f"{arch}_viz"
+        cmd = [
+            str(Path(sys.executable).parent / "torch-model-archiver"),
+            "--model-name", name,
+            "--version", "1.0",
+            "--handler", str(HANDLERS / "viz_handler.py"),
+            "--serialized-file", str(tmp / "weights.pt"),
+            "--extra-files", str(extra),
+            "--config-file", str(tmp / "model-config.yaml"),
+            "--export-path", str(out),
+            "--archive-format", args.archive_format,
+            "--force",
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    target = out / (name if args.archive_format == "no-archive" else f"{name}.mar")
+    print(f"built {target} (weights: {tag})")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="archive.sh",
+        description="Build OUT/ARCH_viz.mar for TorchServe. Weights: torchvision's IMAGENET1K_V1 through its "
+        "weights API (cache under $TORCH_HOME, downloaded when online), a state-dict FILE, or random.",
+        epilog="examples:\n  ./archive.sh alexnet vgg16 resnet18\n  ./archive.sh --weights alexnet-owt-7be5be79.pth "
+        "alexnet\n  ./archive.sh --random-weights --out /tmp/store resnet18",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("arch", nargs="+", choices=ARCHITECTURES, metavar="ARCH", help=f"one of {', '.join(ARCHITECTURES)}")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", metavar="FILE", help="state dict for the architecture (air-gapped sites)")
+    src.add_argument("--random-weights", action="store_true", help="seeded random weights: smoke tests only")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+    p.add_argument("--out", default=str(ROOT / "model_store"), help="output folder (default model_store/)")
+    p.add_argument("--config", default=str(ROOT / "config.properties"), help="TorchServe config to read limits from")
+    p.add_argument("--batch-size", type=int, default=8, help="TorchServe batch size (default 8)")
+    p.add_argument("--max-batch-delay", type=int, default=20, help="ms to wait for a batch to fill (default 20)")
+    p.add_argument("--response-timeout", type=int, default=120, help="seconds (default 120)")
+    p.add_argument("--workers", type=int, default=1, help="workers per model (default 1)")
+    p.add_argument("--max-image-pixels", type=int, default=50_000_000, help="pixel cap, checked before decoding")
+    p.add_argument("--max-input-side", type=int, default=1024, help="largest H or W of a .npy input")
+    p.add_argument(
+        "--archive-format", default="zip-store", choices=("zip-store", "default", "no-archive"),
+        help="zip-store (default: weights do not compress), default (deflate) or no-archive (a folder)",
+    )  # fmt: skip
+    args = p.parse_args(argv)
+    if args.weights and len(args.arch) > 1:
+        p.error("--weights FILE holds one architecture's weights: name exactly one ARCH")
+    socket.setdefaulttimeout(60)  # a download that cannot connect should fail, not hang
+    failed = []
+    for arch in args.arch:
+        try:
+            build(arch, args)
+        except WeightsUnavailable as exc:
+            print(f"archive.sh: {arch}: {exc}", file=sys.stderr)
+            failed.append(arch)
+    return NO_WEIGHTS if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

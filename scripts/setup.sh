@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Make .venv with the pinned packages (again only when a requirements file changed) and check for Java 17.
+# Usage: scripts/setup.sh [--dev]   (--dev adds the test tools of requirements-dev.txt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=requirements.txt kind=base
+[[ "${1:-}" == "--dev" ]] && want=requirements-dev.txt kind=dev
+py=${PYTHON:-python3}
+
+if ! "$py" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 10))' 2>/dev/null; then
+  echo "setup: Python 3.10 or newer is needed (found: $("$py" --version 2>&1 || echo none)); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+
+stamp=.venv/.installed-$kind-$(cat requirements.txt "$want" | sha256sum | cut -c1-16)
+if [[ ! -f "$stamp" ]]; then
+  [[ -x .venv/bin/python ]] || "$py" -m venv .venv
+  echo "setup: installing pinned packages from $want into .venv (first time: a few minutes, about 5 GB)" >&2
+  log=$(mktemp)
+  if ! .venv/bin/python -m pip install --disable-pip-version-check -r "$want" >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" | tail -20 >&2
+    echo "setup: pip install failed (whole log: $log)" >&2
+    exit 1
+  fi
+  rm -f "$log" .venv/.installed-"$kind"-*
+  touch "$stamp"
+fi
+
+# TorchServe's front end is Java: it needs a JDK/JRE 17 (11 works for 0.12, 17 is what we test).
+if ! command -v java >/dev/null 2>&1; then
+  echo "setup: Java not found. TorchServe needs Java 17: on Debian/Ubuntu 'sudo apt-get install openjdk-17-jre-headless'," >&2
+  echo "       on macOS 'brew install openjdk@17'; or set JAVA_HOME to a JDK 17." >&2
+  exit 1
+fi
+jv=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+if [[ -z "$jv" || "$jv" -lt 11 ]]; then
+  echo "setup: Java ${jv:-?} found; TorchServe needs 17 (11 at least): 'sudo apt-get install openjdk-17-jre-headless'" >&2
+  exit 1
+fi

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up, build the missing archives and start TorchServe with config.properties, serving every built model.
+#   ./serve.sh [--random-weights] [--foreground] [ARCH...]   start (default ARCH: alexnet vgg16 resnet18)
+#   ./serve.sh stop                                           stop it
+# Logs go to logs/, the access keys to key_file.json (both in this folder).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [[ "${1:-}" == "stop" ]]; then
+  exec .venv/bin/torchserve --stop
+fi
+
+archive_args=() ts_args=() archs=()
+for arg in "$@"; do
+  case "$arg" in
+    --random-weights) archive_args+=("$arg") ;;
+    --foreground) ts_args+=("$arg") ;;
+    -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "serve.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+    *) archs+=("$arg") ;;
+  esac
+done
+[[ ${#archs[@]} -gt 0 ]] || archs=(alexnet vgg16 resnet18)
+
+./scripts/setup.sh
+store=model_store
+mkdir -p "$store"
+models=() missing=()
+for arch in "${archs[@]}"; do
+  if [[ ! -f "$store/${arch}_viz.mar" ]]; then
+    echo "serve.sh: building $store/${arch}_viz.mar" >&2
+    if ! ./archive.sh ${archive_args[@]+"${archive_args[@]}"} --out "$store" "$arch"; then
+      missing+=("$arch")
+      continue
+    fi
+  fi
+  models+=("${arch}_viz.mar")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "serve.sh: no weights for: ${missing[*]} (see the message above for the ways out); serving the others." >&2
+  echo "          For a smoke run without pretrained weights: ./serve.sh --random-weights" >&2
+fi
+if [[ ${#models[@]} -eq 0 ]]; then
+  echo "serve.sh: nothing to serve." >&2
+  exit 3
+fi
+
+.venv/bin/torchserve --start --ncs --ts-config config.properties --model-store "$store" \
+  --models "${models[@]}" ${ts_args[@]+"${ts_args[@]}"}
+if [[ ${#ts_args[@]} -gt 0 ]]; then exit 0; fi  # --foreground returns when TorchServe stops
+
+exec .venv/bin/python scripts/wait_ready.py --config config.properties "${models[@]%.mar}"

@@ -1,0 +1,84 @@
+import urllib.error
+
+import pytest
+import torch
+
+import cnnviz
+from cnnviz import (
+    InvalidOption,
+    WeightsUnavailable,
+    build_model,
+    imagenet_state_dict,
+    imagenet_weights,
+    load_weights,
+    random_state_dict,
+    read_state_dict,
+)
+
+
+def test_public_api_is_exactly_all():
+    public = {n for n in dir(cnnviz) if not n.startswith("_")} - {
+        "capture", "errors", "inference", "layers", "models", "visuals",
+    }  # fmt: skip
+    assert public == set(cnnviz.__all__)
+
+
+def test_core_never_imports_torchserve():
+    import pathlib
+
+    for path in pathlib.Path(cnnviz.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "import ts" not in text and "from ts" not in text, path
+
+
+def test_unknown_arch_lists_the_valid_ones():
+    with pytest.raises(InvalidOption, match="unknown architecture 'lenet'; valid: alexnet, vgg16"):
+        build_model("lenet")
+
+
+def test_random_weights_are_seeded():
+    a, b, c = random_state_dict("resnet18", 0), random_state_dict("resnet18", 0), random_state_dict("resnet18", 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
+
+
+def test_read_state_dict_accepts_plain_and_wrapped(tmp_path):
+    state = {"w": torch.ones(2)}
+    torch.save(state, tmp_path / "plain.pt")
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pt")
+    assert torch.equal(read_state_dict(tmp_path / "plain.pt")["w"], state["w"])
+    assert torch.equal(read_state_dict(tmp_path / "ckpt.pt")["w"], state["w"])
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="expected a state dict"):
+        read_state_dict(tmp_path / "list.pt")
+
+
+def test_load_weights_names_missing_and_unexpected_keys():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"missing \['bias'\].*unexpected \['extra'\]"):
+        load_weights(model, {"weight": torch.zeros(2, 2), "extra": torch.zeros(1)})
+
+
+def test_imagenet_weights_come_from_the_torch_home_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = imagenet_weights("resnet18")
+    cached = tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    state = random_state_dict("resnet18", seed=3)
+    torch.save(state, cached)
+    got = imagenet_state_dict("resnet18")
+    assert torch.equal(got["fc.weight"], state["fc.weight"])
+
+
+def test_unavailable_weights_name_both_ways_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsUnavailable) as err:
+        imagenet_state_dict("alexnet")
+    text = str(err.value)
+    assert "--weights FILE" in text and "--random-weights" in text and "alexnet-owt-7be5be79.pth" in text
+    assert str(tmp_path / "hub" / "checkpoints") in text

@@ -1,0 +1,41 @@
+"""A tiny classifier with hand-set weights whose every output is worked out by hand in the tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    """conv(3->2, k=2) -> ReLU(inplace) -> global average pool -> linear(2->3).
+
+    Channel 0 of the convolution sums its 2x2x3 window and subtracts 1; channel 1 is minus the sum.
+    The linear layer copies the two pooled channels to classes 0 and 1; class 2 gets 0.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 2, kernel_size=2), nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2, 3)
+        with torch.no_grad():
+            conv = self.features[0]
+            conv.weight.copy_(torch.stack([torch.ones(3, 2, 2), -torch.ones(3, 2, 2)]))
+            conv.bias.copy_(torch.tensor([-1.0, 0.0]))
+            self.fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+            self.fc.bias.zero_()
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def tiny_input() -> torch.Tensor:
+    """``[1, 3, 2, 3]``: channel 0 is [[1, 2, 3], [4, 5, 6]], the others zero.
+
+    By hand: conv channel 0 = [[1+2+4+5-1, 2+3+5+6-1]] = [[11, 15]]; channel 1 = [[-12, -16]];
+    after ReLU [[11, 15]] and [[0, 0]]; pooled [13, 0]; logits [13, 0, 0].
+    """
+    x = torch.zeros(1, 3, 2, 3)
+    x[0, 0] = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    return x
