@@ -15,6 +15,13 @@ from vizserve import load_service
 log = logging.getLogger(__name__)
 
 
+def select_device(gpu_id) -> torch.device:
+    """The GPU TorchServe assigned to this worker when CUDA is available, else the CPU (never a fixed cuda:0)."""
+    if gpu_id is not None and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(gpu_id)}")
+    return torch.device("cpu")
+
+
 class VizHandler:
     """Serves classification, feature maps, filters and the layer table for one model archive."""
 
@@ -24,12 +31,7 @@ class VizHandler:
 
     def initialize(self, context) -> None:
         props = context.system_properties
-        gpu_id = props.get("gpu_id")
-        # TorchServe assigns each worker its GPU; never assume cuda:0.
-        if torch.cuda.is_available() and gpu_id is not None:
-            device = torch.device(f"cuda:{gpu_id}")
-        else:
-            device = torch.device("cpu")
+        device = select_device(props.get("gpu_id"))
         cfg = (context.model_yaml_config or {}).get("handler", {})
         self.service = load_service(props["model_dir"], cfg, device=device, name=context.model_name)
         log.info("loaded %s (%s, weights %s) on %s", context.model_name, cfg.get("arch"), cfg.get("weights"), device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import warnings
 
 import numpy as np
@@ -29,26 +30,28 @@ def read_image(data: bytes, *, max_pixels: int) -> Image.Image:
     transparency is composited over white, 16-bit and float greyscale are scaled to 8 bits from their full range,
     CMYK and palette images are converted.
     """
+    too_many = "image is {} pixels; this server takes at most {:,} (max_image_pixels). Downscale it first."
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides, below
+            Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses at open only past twice this
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise InputTooLarge(f"image too large to decode: {exc}") from exc
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        raise InputTooLarge(too_many.format(f"{int(m.group(1)):,}" if m else "too many", max_pixels)) from exc
     except UnidentifiedImageError as exc:
         head = bytes(data[:8])
         raise InvalidInput(
             f"field 'data' is not an image Pillow can read (first bytes {head!r}); send JPEG, PNG, GIF, WebP, BMP, "
             f"TIFF or a .npy float32 array [3, H, W]"
         ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInput(f"cannot decode the image in field 'data': {exc}") from exc
     width, height = im.size
     if width < 1 or height < 1:
         raise InvalidInput(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise InputTooLarge(
-            f"image is {width}x{height} = {width * height:,} pixels; this server takes at most {max_pixels:,} "
-            f"(max_image_pixels). Downscale it first."
-        )
+        raise InputTooLarge(too_many.format(f"{width}x{height} = {width * height:,}", max_pixels))
     try:
         im.seek(0)
         im.load()

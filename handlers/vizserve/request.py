@@ -97,14 +97,12 @@ def _names(name: str, value: Any) -> list[str]:
     return [t for t in (_text(name, v) for v in items) if t]
 
 
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
+def _int(name: str, value: Any, lo: int, hi: int, alternative: str = "") -> int:
     text = _text(name, value)
-    if not re.fullmatch(r"[+]?\d{1,9}", text):
-        raise InvalidOption(f"option {name!r} must be a whole number in {lo}..{hi}, got {text[:40]!r}")
-    n = int(text)
-    if not lo <= n <= hi:
-        raise InvalidOption(f"option {name!r} must be in {lo}..{hi}, got {n}")
-    return n
+    allowed = f"a whole number in {lo}..{hi}{alternative}"
+    if not re.fullmatch(r"[+]?\d{1,9}", text) or not lo <= int(text) <= hi:
+        raise InvalidOption(f"option {name!r} must be {allowed}, got {text[:40]!r}")
+    return int(text)
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -157,9 +155,9 @@ def parse_request(fields: Mapping[str, Any], table: LayerTable, num_classes: int
                 f"in a JSON body's 'data' (modes without an image: filters, layers)"
             )
 
-    topk = _int("topk", fields.get("topk", 5), 1, min(1000, num_classes))
+    topk = _int("topk", fields.get("topk", min(5, num_classes)), 1, min(1000, num_classes))
     channels_text = _text("channels", fields.get("channels", 64)).lower()
-    channels = None if channels_text == "all" else _int("channels (or 'all')", channels_text, 1, 100_000)
+    channels = None if channels_text == "all" else _int("channels", channels_text, 1, 100_000, " or 'all'")
     fmt = _choice("format", fields.get("format", "json"), ("json", "png"))
     normalize = _choice("normalize", fields.get("normalize", "channel"), ("channel", "layer"))
     raw = _bool("raw", fields.get("raw", False))
@@ -170,7 +168,9 @@ def parse_request(fields: Mapping[str, Any], table: LayerTable, num_classes: int
             raise InvalidOption("option 'layers' is used by modes featuremaps and filters; add one of them to mode")
         names = _names("layers", fields["layers"])
         if not names:
-            raise InvalidOption("option 'layers' is empty; give module names such as " + ", ".join(table.default_layers))
+            raise InvalidOption(
+                "option 'layers' is empty; give module names such as " + ", ".join(table.default_layers)
+            )
         if len(names) > MAX_LAYERS:
             raise InvalidOption(f"option 'layers' names {len(names)} layers; at most {MAX_LAYERS} per request")
     else:

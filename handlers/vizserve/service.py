@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -178,11 +177,17 @@ class VizService:
     # -- one reply ----------------------------------------------------------------------------------------------
 
     def _reply(self, req: VizRequest, probs: torch.Tensor | None, acts: dict[str, torch.Tensor]) -> Reply:
-        out: dict[str, Any] = {"model": self.name, "arch": self.arch, "weights": self.weights, "device": str(self.device)}
+        out: dict[str, Any] = {
+            "model": self.name,
+            "arch": self.arch,
+            "weights": self.weights,
+            "device": str(self.device),
+        }
         if probs is not None:
             scores, idx = probs.topk(req.topk)
             out["predictions"] = [
-                {"index": int(j), "label": self.labels[int(j)], "score": float(s)} for s, j in zip(scores, idx)
+                {"index": j, "label": self.labels[j], "score": s}
+                for s, j in zip(scores.tolist(), idx.tolist(), strict=True)
             ]
         if req.wants("featuremaps"):
             out["featuremaps"] = [self._featuremap(req, name, acts[name]) for name in req.layers]

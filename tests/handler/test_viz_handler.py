@@ -1,0 +1,127 @@
+"""The TorchServe handler with a mock context, on an archive folder laid out as torch-model-archiver does."""
+
+import importlib.util
+import inspect
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnviz import imagenet_weights, random_state_dict
+from tests.images import jpeg
+
+HANDLER = Path(__file__).resolve().parents[2] / "handlers" / "viz_handler.py"
+
+
+def load_handler_module():
+    spec = importlib.util.spec_from_file_location("viz_handler", HANDLER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class MockContext:
+    """What TorchServe's Context offers a handler, recording the per-request status and content type."""
+
+    def __init__(self, model_dir, yaml_config, gpu_id=None):
+        self.model_name = "resnet18_viz"
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": 8}
+        self.model_yaml_config = yaml_config
+        self.manifest = {"model": {"modelName": "resnet18_viz"}}
+        self.status, self.content_type = {}, {}
+
+    def set_response_status(self, code=200, phrase="", idx=0):
+        self.status[idx] = (code, phrase)
+
+    def set_response_content_type(self, idx, value):
+        self.content_type[idx] = value
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("resnet18_viz")
+    torch.save(random_state_dict("resnet18", seed=0), d / "weights.pt")
+    labels = imagenet_weights("resnet18").meta["categories"]
+    (d / "index_to_name.json").write_text(json.dumps({str(i): n for i, n in enumerate(labels)}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def handler(model_dir):
+    module = load_handler_module()
+    h = [c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__][0]()
+    cfg = {"batchSize": 8, "handler": {"arch": "resnet18", "weights": "random", "weights_file": "weights.pt"}}
+    h.initialize(MockContext(model_dir, cfg))
+    return h
+
+
+def test_module_defines_exactly_one_class_as_torchserve_requires():
+    module = load_handler_module()
+    classes = [c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__]
+    assert [c.__name__ for c in classes] == ["VizHandler"]
+
+
+def test_batch_answers_in_order_with_per_request_status(handler, model_dir):
+    ctx = MockContext(model_dir, {})
+    data = [
+        {"body": bytearray(jpeg())},
+        {"data": bytearray(jpeg()), "mode": bytearray(b"featuremaps"), "layers": bytearray(b"layer9")},
+        {"data": bytearray(jpeg()), "mode": bytearray(b"featuremaps"), "format": bytearray(b"png")},
+        {"body": {"mode": "layers"}},
+    ]
+    out = handler.handle(data, ctx)
+    assert len(out) == 4
+    assert [ctx.status[i][0] for i in range(4)] == [200, 400, 200, 200]
+    assert ctx.status[1][1] == "Bad Request"
+    assert [ctx.content_type[i] for i in range(4)] == ["application/json"] * 2 + ["image/png", "application/json"]
+    first = json.loads(out[0])
+    assert first["model"] == "resnet18_viz" and first["weights"] == "random" and first["device"] == "cpu"
+    assert len(first["predictions"]) == 5
+    assert [p["score"] for p in first["predictions"]] == sorted(
+        (p["score"] for p in first["predictions"]), reverse=True
+    )
+    error = json.loads(out[1])
+    assert error["type"] == "UnknownLayer" and "layer4.1.conv2" in error["message"]
+    assert out[2][:8] == b"\x89PNG\r\n\x1a\n"
+    names = [layer["name"] for layer in json.loads(out[3])["layers"]]
+    assert "layer4.1.conv2" in names and len(names) == len(dict(handler.service.model.named_modules())) - 1
+
+
+def test_handler_works_with_torchserves_own_context(handler, model_dir):
+    ts_context = pytest.importorskip("ts.context")
+    ctx = ts_context.Context("resnet18_viz", str(model_dir), {}, 8, None, "0.12.0")
+    ctx.request_processor = [ts_context.RequestProcessor({}), ts_context.RequestProcessor({})]
+    out = handler.handle([{"body": bytearray(jpeg())}, {"body": bytearray(b"nope")}], ctx)
+    assert ctx.get_response_status(0) == (200, "OK")
+    assert ctx.get_response_status(1)[0] == 400
+    assert ctx.get_response_content_type(1) == "application/json"
+    assert json.loads(out[1])["type"] == "InvalidInput"
+
+
+def test_model_stays_in_eval_mode_and_without_hooks(handler, model_dir):
+    for _ in range(20):
+        handler.handle([{"data": bytearray(jpeg()), "mode": b"featuremaps"}], MockContext(model_dir, {}))
+    model = handler.service.model
+    assert not model.training
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_device_comes_from_the_context_gpu_id(monkeypatch):
+    module = load_handler_module()
+    assert module.select_device(None).type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert module.select_device(1) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert module.select_device(1) == torch.device("cuda:1")
+    assert module.select_device("3") == torch.device("cuda:3")
+    assert module.select_device(None) == torch.device("cpu")
+
+
+def test_missing_weights_file_fails_initialize_loudly(model_dir, tmp_path):
+    shutil.copy(model_dir / "index_to_name.json", tmp_path)
+    module = load_handler_module()
+    cfg = {"handler": {"arch": "resnet18", "weights": "random", "weights_file": "weights.pt"}}
+    with pytest.raises(FileNotFoundError):
+        module.VizHandler().initialize(MockContext(tmp_path, cfg))

@@ -1,0 +1,175 @@
+"""Against a real TorchServe on loopback: what a person with curl would see."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from cnnviz import build_model, read_state_dict
+from tests.images import jpeg, npy, png_header_only
+
+pytestmark = pytest.mark.integration
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def decode_npy(text: str) -> np.ndarray:
+    return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+
+
+def test_requests_without_the_token_are_refused(server):
+    for method, url in [("get", f"{server.url}/ping"), ("post", f"{server.url}/predictions/alexnet_viz")]:
+        r = requests.request(method, url, data=jpeg(), timeout=30)
+        assert r.status_code in (400, 401), r.text
+        assert "Token Authorization failed" in r.text
+    r = requests.post(f"{server.url}/predictions/alexnet_viz", data=jpeg(), timeout=30,
+                      headers={"Authorization": "Bearer wrong", "Content-Type": "image/jpeg"})  # fmt: skip
+    assert r.status_code in (400, 401)
+    r = requests.get(f"{server.url}/ping", headers=server.auth(), timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "Healthy"
+
+
+def test_model_registration_api_is_off(server):
+    r = requests.post(
+        f"{server.management}/models",
+        params={"url": "https://example.com/x.mar"},
+        headers={"Authorization": f"Bearer {server.management_key}"},
+        timeout=30,
+    )
+    assert r.status_code == 405, r.text  # TorchServe answers registration with 405 when enable_model_api=false
+    models = requests.get(f"{server.management}/models", headers={"Authorization": f"Bearer {server.management_key}"},
+                          timeout=30).json()["models"]  # fmt: skip
+    assert sorted(m["modelName"] for m in models) == ["alexnet_viz", "resnet18_viz"]
+
+
+def test_bare_image_body_gets_top5(server):
+    r = server.post("alexnet_viz", data=jpeg(), headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model"] == "alexnet_viz" and out["arch"] == "alexnet" and out["device"] == "cpu"
+    assert out["weights"] == "file:alexnet_seeded.pt"
+    preds = out["predictions"]
+    assert len(preds) == 5 and all(isinstance(p["label"], str) and p["label"] for p in preds)
+    assert [p["score"] for p in preds] == sorted((p["score"] for p in preds), reverse=True)
+    assert 0 < sum(p["score"] for p in preds) <= 1
+
+
+def test_raw_feature_maps_equal_a_direct_torch_computation(server):
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((3, 224, 224)).astype(np.float32))
+    r = server.post(
+        "alexnet_viz",
+        files={"data": ("x.npy", npy(x.numpy()), "application/octet-stream")},
+        data={"mode": "featuremaps", "raw": "true", "topk": "3"},
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    model = build_model("alexnet")
+    model.load_state_dict(read_state_dict(server.alexnet_weights))
+    with torch.no_grad():
+        conv1 = model.features[:1](x[None])[0]
+        conv5 = model.features[:11](x[None])[0]  # features.10, before its in-place ReLU
+        probs = model(x[None]).softmax(-1)[0]
+    got = {fm["layer"]: fm for fm in out["featuremaps"]}
+    assert list(got) == ["features.0", "features.10"]
+    assert got["features.0"]["shape"] == [64, 55, 55]
+    np.testing.assert_allclose(decode_npy(got["features.0"]["raw"]), conv1.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(decode_npy(got["features.10"]["raw"]), conv5.numpy(), rtol=1e-4, atol=1e-4)
+    assert conv5.min() < 0  # the raw map really is pre-ReLU
+    top = probs.topk(3)
+    assert [p["index"] for p in out["predictions"]] == top.indices.tolist()
+    assert [p["score"] for p in out["predictions"]] == pytest.approx(top.values.tolist(), rel=1e-4)
+
+
+def test_json_body_with_every_mode(server):
+    body = {"data": base64.b64encode(jpeg()).decode(), "mode": "featuremaps,filters,layers", "channels": "16"}
+    r = server.post("resnet18_viz", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["weights"] == "random"
+    assert [f["layer"] for f in out["featuremaps"]] == ["conv1", "layer4.1.conv2"]
+    assert [f["shape"] for f in out["featuremaps"]] == [[64, 112, 112], [512, 7, 7]]
+    assert [f["shape"] for f in out["filters"]] == [[64, 3, 7, 7], [512, 512, 3, 3]]
+    for entry in out["featuremaps"] + out["filters"]:
+        assert base64.b64decode(entry["image"]).startswith(PNG)
+        assert "raw" not in entry
+    layers = {entry["name"]: entry for entry in out["layers"]}
+    assert layers["layer4.1.conv2"] == {"name": "layer4.1.conv2", "type": "Conv2d", "output_shape": [512, 7, 7]}
+    assert layers["fc"]["output_shape"] == [1000]
+
+
+def test_format_png_returns_the_picture_itself(server):
+    r = server.post("alexnet_viz", files={"data": ("cat.jpg", jpeg())},
+                    data={"mode": "featuremaps", "layers": "features.3", "format": "png"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("image/png")
+    assert r.content.startswith(PNG)
+
+
+def test_layers_and_filters_need_no_image(server):
+    r = server.post("resnet18_viz", json={"mode": "layers"})
+    assert r.status_code == 200 and "predictions" not in r.json()
+    r = server.post("alexnet_viz", data={"mode": "filters", "layers": "features.0", "format": "png"})
+    assert r.status_code == 200 and r.content.startswith(PNG)
+
+
+BAD = [
+    ({"data": b"not an image"}, 400, "InvalidInput", "not an image"),
+    ({"data": jpeg()[:300]}, 400, "InvalidInput", "cannot decode"),
+    ({"data": png_header_only(20_000, 20_000)}, 413, "InputTooLarge", "400,000,000 pixels"),
+    ({"data": jpeg(), "mode": "featuremaps", "layers": "features.99"}, 400, "UnknownLayer", "valid: features"),
+    ({"data": jpeg(), "mode": "featuremaps", "layers": "__class__.__init__"}, 400, "UnknownLayer", "unknown"),
+    ({"data": jpeg(), "topk": "NaN"}, 400, "InvalidOption", "topk"),
+    ({"data": jpeg(), "mode": "deepdream"}, 400, "InvalidOption", "unknown mode"),
+    ({"data": jpeg(), "layer": "features.0"}, 400, "InvalidOption", "unknown option 'layer'"),
+    ({"data": npy(np.zeros((3, 10, 10), np.float32))}, 400, "InvalidInput", r"63..1024"),
+]
+
+
+@pytest.mark.parametrize("fields, status, kind, text", BAD, ids=[b[2] + ":" + b[3] for b in BAD])
+def test_bad_requests_get_a_clear_4xx_and_the_worker_lives_on(server, fields, status, kind, text):
+    before = server.worker_pids("alexnet_viz")
+    files = {"data": ("input", fields.pop("data"))}
+    r = server.post("alexnet_viz", files=files, data=fields)
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert err["code"] == status and err["type"] == kind and text in err["message"]
+    assert server.worker_pids("alexnet_viz") == before
+    assert server.post("alexnet_viz", data=jpeg(), headers={"Content-Type": "image/jpeg"}).status_code == 200
+
+
+def test_concurrent_mixed_requests_each_get_their_own_answer(server):
+    def call(i: int):
+        if i % 4 == 3:
+            return i, server.post("resnet18_viz", files={"data": ("x", b"junk")}, data={"topk": str(i + 1)})
+        mode = ["classify", "featuremaps", "filters"][i % 3]
+        return i, server.post("resnet18_viz", files={"data": ("x.jpg", jpeg(seed=i))},
+                              data={"mode": mode, "topk": str(i + 1), "channels": "4"})  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(12)))
+    for i, r in results:
+        if i % 4 == 3:
+            assert r.status_code == 400 and r.json()["type"] == "InvalidInput"
+            continue
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert len(out["predictions"]) == i + 1
+        assert ("featuremaps" in out) == (i % 3 == 1) and ("filters" in out) == (i % 3 == 2)
+
+
+def test_prometheus_metrics_endpoint(server):
+    r = requests.get(f"{server.metrics}/metrics", timeout=30)
+    assert r.status_code == 200
+    assert "ts_inference_requests_total" in r.text
+
+
+def test_key_file_is_private(server):
+    mode = (server.workdir / "key_file.json").stat().st_mode & 0o777
+    assert mode & 0o077 == 0, oct(mode)
+    assert json.loads((server.workdir / "key_file.json").read_text())["inference"]["key"] == server.key
