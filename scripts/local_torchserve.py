@@ -1,0 +1,143 @@
+"""Start a private TorchServe on loopback for tests and benchmarks, and always stop it.
+
+It runs in its own folder (its key_file.json, logs and pid file stay there), on free ports, with the repository's
+config.properties otherwise unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Server:
+    url: str
+    management: str
+    metrics: str
+    key: str
+    management_key: str
+    workdir: Path
+
+    def auth(self) -> dict:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def post(self, model: str, **kw) -> requests.Response:
+        headers = {**self.auth(), **kw.pop("headers", {})}
+        session = kw.pop("session", requests)
+        return session.post(f"{self.url}/predictions/{model}", headers=headers, timeout=120, **kw)
+
+    def worker_pids(self, model: str) -> list[int]:
+        r = requests.get(
+            f"{self.management}/models/{model}",
+            headers={"Authorization": f"Bearer {self.management_key}"},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return sorted(w["pid"] for w in r.json()[0]["workers"] if w["status"] == "READY")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def derived_config(store: Path, ports: Sequence[int]) -> str:
+    """config.properties as shipped, with other ports and model store."""
+    text = (ROOT / "config.properties").read_text()
+    inf, mgmt, met, grpc_inf, grpc_mgmt = ports
+    for key, value in {
+        "inference_address": f"http://127.0.0.1:{inf}",
+        "management_address": f"http://127.0.0.1:{mgmt}",
+        "metrics_address": f"http://127.0.0.1:{met}",
+        "grpc_inference_port": str(grpc_inf),
+        "grpc_management_port": str(grpc_mgmt),
+        "model_store": str(store),
+    }.items():
+        text, n = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.MULTILINE)
+        if n != 1:
+            raise ValueError(f"config.properties has no {key}")
+    return text
+
+
+def processes_in(workdir: Path) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(workdir) in part for part in p.info["cmdline"] or []):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@contextmanager
+def local_torchserve(store: Path, archives: Sequence[str], workdir: Path, timeout: float = 240) -> Iterator[Server]:
+    """TorchServe serving ``archives`` from ``store``; yields once every model answers, stops on exit.
+
+    Raises RuntimeError if it is not ready in ``timeout`` seconds, or if anything of it survives ``--stop``.
+    """
+    ports = free_ports(5)
+    (workdir / "config.properties").write_text(derived_config(store, ports))
+    env = {**os.environ, "TMPDIR": str(workdir), "PATH": f"{BIN}:{os.environ['PATH']}"}  # TMPDIR: own pid file
+    start = [str(BIN / "torchserve"), "--start", "--ncs", "--ts-config", str(workdir / "config.properties"),
+             "--model-store", str(store), "--models", *archives]  # fmt: skip
+    names = [Path(a).name.removesuffix(".mar") for a in archives]
+    subprocess.run(start, cwd=workdir, env=env, check=True, timeout=60, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            time.sleep(1)
+            try:
+                keys = json.loads((workdir / "key_file.json").read_text())
+                server = Server(
+                    url=f"http://127.0.0.1:{ports[0]}",
+                    management=f"http://127.0.0.1:{ports[1]}",
+                    metrics=f"http://127.0.0.1:{ports[2]}",
+                    key=keys["inference"]["key"],
+                    management_key=keys["management"]["key"],
+                    workdir=workdir,
+                )
+                if all(server.worker_pids(name) for name in names):
+                    break
+            except (OSError, ValueError, KeyError, IndexError, requests.RequestException):
+                pass
+            if time.monotonic() > deadline:
+                log = workdir / "logs" / "model_log.log"
+                tail = log.read_text()[-3000:] if log.exists() else "(no model log)"
+                raise RuntimeError(f"TorchServe not ready after {timeout:.0f} s; model log:\n{tail}")
+        yield server
+    finally:
+        subprocess.run([str(BIN / "torchserve"), "--stop"], cwd=workdir, env=env, timeout=60, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while processes_in(workdir) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = processes_in(workdir)
+        for p in left:
+            p.kill()
+        if left:
+            raise RuntimeError(f"TorchServe still running after --stop: {[p.pid for p in left]} (killed)")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", ports[0])) == 0:
+                raise RuntimeError("inference port still open after --stop")
