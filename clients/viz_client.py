@@ -1,0 +1,88 @@
+"""Call a *_viz model and save what comes back: the top-k as a table, every picture as a PNG.
+
+  python clients/viz_client.py cat.jpg                                   # top-5
+  python clients/viz_client.py cat.jpg --mode featuremaps,filters --layers features.0,features.8
+  python clients/viz_client.py --model resnet18_viz --mode layers        # no image needed
+  python clients/viz_client.py cat.jpg --raw --out pictures/              # also saves the .npy arrays
+
+The token comes from --token, else $VIZ_TOKEN, else key_file.json in the folder TorchServe was started from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def token(args: argparse.Namespace) -> str:
+    if args.token or os.environ.get("VIZ_TOKEN"):
+        return args.token or os.environ["VIZ_TOKEN"]
+    path = Path(args.key_file)
+    if not path.exists():
+        sys.exit(f"no token: {path} not found; start the server with ./serve.sh or pass --token")
+    return json.loads(path.read_text())["inference"]["key"]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", nargs="?", help="image file (JPEG, PNG, ...) or .npy float32 [3, H, W]")
+    p.add_argument("--model", default="alexnet_viz")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--mode", default="classify", help="comma list: classify, featuremaps, filters, layers")
+    p.add_argument("--layers", help="comma list of module names, e.g. features.0,features.10")
+    p.add_argument("--channels", help="channels per picture (default 64) or 'all'")
+    p.add_argument("--topk", help="how many classes (default 5)")
+    p.add_argument("--normalize", choices=("channel", "layer"))
+    p.add_argument("--raw", action="store_true", help="also save the arrays as .npy")
+    p.add_argument("--out", default=".", help="folder for the pictures (default: here)")
+    p.add_argument("--token")
+    p.add_argument("--key-file", default=str(ROOT / "key_file.json"))
+    args = p.parse_args()
+
+    fields = {k: v for k, v in vars(args).items() if k in ("mode", "layers", "channels", "topk", "normalize") and v}
+    if args.raw:
+        fields["raw"] = "true"
+    files = {"data": (Path(args.image).name, Path(args.image).read_bytes())} if args.image else None
+    url = f"{args.url}/predictions/{args.model}"
+    try:
+        r = requests.post(
+            url, data=fields, files=files, headers={"Authorization": f"Bearer {token(args)}"}, timeout=300
+        )
+    except requests.ConnectionError:
+        sys.exit(f"cannot reach {args.url}: is the server running? (./serve.sh)")
+    if r.status_code != 200:
+        try:
+            err = r.json()
+        except ValueError:
+            err = {"message": r.text}
+        hint = " (keys expire: restart with ./serve.sh or read the new key_file.json)" if "Token" in r.text else ""
+        sys.exit(f"HTTP {r.status_code}: {err.get('message', err)}{hint}")
+    out = r.json()
+    print(f"{out['model']} ({out['arch']}, weights {out['weights']}, on {out['device']})")
+    for p_ in out.get("predictions", []):
+        print(f"  {p_['score']:8.4f}  {p_['index']:4d}  {p_['label']}")
+    stem = Path(args.image).stem if args.image else out["model"]
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ("featuremaps", "filters"):
+        for entry in out.get(kind, []):
+            name = f"{stem}_{out['arch']}_{kind}_{entry['layer']}"
+            (folder / f"{name}.png").write_bytes(base64.b64decode(entry["image"]))
+            print(f"  saved {folder / name}.png  {entry['shape']}")
+            if "raw" in entry:
+                (folder / f"{name}.npy").write_bytes(base64.b64decode(entry["raw"]))
+    for layer in out.get("layers", []):
+        print(f"  {layer['name']:<24} {layer['type']:<18} {layer['output_shape']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
