@@ -45,8 +45,11 @@ if [[ ${#models[@]} -eq 0 ]]; then
   exit 3
 fi
 
-.venv/bin/torchserve --start --ncs --ts-config config.properties --model-store "$store" \
-  --models "${models[@]}" ${ts_args[@]+"${ts_args[@]}"}
-if [[ ${#ts_args[@]} -gt 0 ]]; then exit 0; fi  # --foreground returns when TorchServe stops
+start=(.venv/bin/torchserve --start --ncs --ts-config config.properties --model-store "$store" --models "${models[@]}")
+if [[ ${#ts_args[@]} -gt 0 ]]; then
+  exec "${start[@]}" "${ts_args[@]}"  # --foreground: returns when TorchServe stops
+fi
+mkdir -p logs
+"${start[@]}" >logs/console.log 2>&1  # TorchServe's own log lines also go to logs/ts_log.log
 
 exec .venv/bin/python scripts/wait_ready.py --config config.properties "${models[@]%.mar}"
