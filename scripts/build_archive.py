@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         except WeightsUnavailable as exc:
             print(f"archive.sh: {arch}: {exc}", file=sys.stderr)
             failed.append(arch)
+        except (OSError, ValueError, RuntimeError) as exc:  # a --weights file that is missing or does not fit
+            print(f"archive.sh: {arch}: {exc}", file=sys.stderr)
+            return 2
     return NO_WEIGHTS if failed else 0
 
 

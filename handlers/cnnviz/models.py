@@ -7,6 +7,7 @@ initialisation (smoke tests only). Nothing here downloads unless :func:`imagenet
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -84,7 +85,14 @@ def random_state_dict(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from ``path`` (``torch.save`` of ``model.state_dict()``, or a checkpoint holding one under
     ``state_dict`` or ``model``). Loaded with ``weights_only=True``: no code in the file runs."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        # torch's own text for this case advises weights_only=False, which would run code from the file: not shown.
+        raise ValueError(
+            f"{path}: not a state dict saved with torch.save, or one holding more than tensors (it is read with "
+            f"weights_only=True, so no code in it runs; {type(exc).__name__})"
+        ) from exc
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), Mapping):

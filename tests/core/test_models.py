@@ -51,6 +51,9 @@ def test_read_state_dict_accepts_plain_and_wrapped(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="expected a state dict"):
         read_state_dict(tmp_path / "list.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a state dict saved with torch.save"):
+        read_state_dict(tmp_path / "garbage.pt")
 
 
 def test_load_weights_names_missing_and_unexpected_keys():
