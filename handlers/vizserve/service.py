@@ -11,6 +11,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import torch
@@ -60,7 +61,7 @@ class Reply:
 
     @property
     def phrase(self) -> str:
-        return "OK" if self.status < 400 else "Bad Request" if self.status < 500 else "Internal Server Error"
+        return HTTPStatus(self.status).phrase
 
     @classmethod
     def error(cls, err: VizError) -> Reply:
