@@ -38,7 +38,10 @@ class VizHandler:
         self.initialized = True
 
     def handle(self, data, context):
-        replies = self.service.handle(data or [])
+        data = data or []
+        # TorchServe's /explanations/{model} (and KServe's :explain) mark each request with this header.
+        explain = [str(context.get_request_header(i, "explain")).lower() == "true" for i in range(len(data))]
+        replies = self.service.handle(data, explain)
         for idx, reply in enumerate(replies):
             context.set_response_status(reply.status, reply.phrase, idx)
             context.set_response_content_type(idx, reply.content_type)

@@ -20,6 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = ROOT / "handlers"
+EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(HANDLERS))
 
 from cnnviz import (  # noqa: E402
@@ -29,7 +30,7 @@ from cnnviz import (  # noqa: E402
     imagenet_state_dict,
     imagenet_weights,
     load_weights,
-    random_state_dict,
+    model_from_file,
     read_state_dict,
 )
 
@@ -45,26 +46,63 @@ def max_response_size(config: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def model_dir_of(arch: str) -> Path | None:
+    """The folder of a user's own model: ``examples/NAME`` or a path, holding a ``model.json``."""
+    if arch in ARCHITECTURES:
+        return None
+    for candidate in (EXAMPLES / arch, Path(arch)):
+        if (candidate / "model.json").is_file():
+            return candidate.resolve()
+    raise SystemExit(
+        f"archive.sh: unknown model {arch!r}: not one of {', '.join(ARCHITECTURES)}, and neither "
+        f"{EXAMPLES / arch} nor {arch} is a folder with a model.json (see examples/shapes)"
+    )
+
+
+def fresh_model(arch: str) -> torch.nn.Module:
+    folder = model_dir_of(arch)
+    if folder is None:
+        return build_model(arch)
+    return model_from_file(folder / json.loads((folder / "model.json").read_text())["model_file"])
+
+
 def weights_for(arch: str, args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict and the tag responses report for it."""
     if args.random_weights:
-        return random_state_dict(arch, seed=args.seed), "random"
-    if args.weights:
-        path = Path(args.weights)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            return fresh_model(arch).state_dict(), "random"
+    folder = model_dir_of(arch)
+    path = Path(args.weights) if args.weights else None
+    if path is None and folder is not None:
+        path = folder / json.loads((folder / "model.json").read_text())["weights"]
+    if path is not None:
         state = read_state_dict(path)
-        load_weights(build_model(arch), state, source=str(path))  # fail now, not in the worker
+        load_weights(fresh_model(arch), state, source=str(path))  # fail now, not in the worker
         return state, f"file:{path.name}"
     return imagenet_state_dict(arch, progress=sys.stderr.isatty()), imagenet_weights(arch).name
 
 
+def labels_of(arch: str) -> list[str]:
+    folder = model_dir_of(arch)
+    if folder is None:
+        return imagenet_weights(arch).meta["categories"]
+    return json.loads((folder / "model.json").read_text())["labels"]
+
+
 def model_config(arch: str, tag: str, args: argparse.Namespace) -> dict:
     handler = {
-        "arch": arch,
+        "arch": Path(arch).name,
         "weights": tag,
         "weights_file": "weights.pt",
         "max_image_pixels": args.max_image_pixels,
         "max_input_side": args.max_input_side,
     }
+    folder = model_dir_of(arch)
+    if folder is not None:
+        spec = json.loads((folder / "model.json").read_text())
+        handler["model_file"] = "model.py"
+        handler["preprocess"] = spec["preprocess"]
     limit = max_response_size(Path(args.config))
     if limit:
         handler["max_response_bytes"] = limit
@@ -87,11 +125,15 @@ def build(arch: str, args: argparse.Namespace) -> Path:
         extra = tmp / "extra"
         for pkg in PACKAGES:
             shutil.copytree(HANDLERS / pkg, extra / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        labels = imagenet_weights(arch).meta["categories"]
+        labels = labels_of(arch)
         (extra / "index_to_name.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}))
+        folder = model_dir_of(arch)
+        if folder is not None:
+            model_file = json.loads((folder / "model.json").read_text())["model_file"]
+            shutil.copy(folder / model_file, extra / "model.py")
         torch.save(state, tmp / "weights.pt")
         (tmp / "model-config.yaml").write_text(yaml.safe_dump(model_config(arch, tag, args), sort_keys=False))
-        name = f"{arch}_viz"
+        name = f"{Path(arch).name}_viz"
         cmd = [
             str(Path(sys.executable).parent / "torch-model-archiver"),
             "--model-name", name,
@@ -119,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         "alexnet\n  ./archive.sh --random-weights --out /tmp/store resnet18",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("arch", nargs="+", choices=ARCHITECTURES, metavar="ARCH", help=f"one of {', '.join(ARCHITECTURES)}")
+    p.add_argument(
+        "arch", nargs="+", metavar="ARCH",
+        help=f"one of {', '.join(ARCHITECTURES)}, or a model of your own: a folder with a model.json, such as "
+        "examples/shapes (or just 'shapes')",
+    )  # fmt: skip
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", metavar="FILE", help="state dict for the architecture (air-gapped sites)")
     src.add_argument("--random-weights", action="store_true", help="seeded random weights: smoke tests only")
@@ -137,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         help="zip-store (default: weights do not compress), default (deflate) or no-archive (a folder)",
     )  # fmt: skip
     args = p.parse_args(argv)
+    for arch in args.arch:
+        model_dir_of(arch)  # unknown names end here, before any work
     if args.weights and len(args.arch) > 1:
         p.error("--weights FILE holds one architecture's weights: name exactly one ARCH")
     socket.setdefaulttimeout(60)  # a download that cannot connect should fail, not hang

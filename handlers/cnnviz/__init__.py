@@ -4,6 +4,8 @@ A core free of any model server: it never imports TorchServe, takes its device f
 of PNG or base64 (the edge, :mod:`vizserve`, does that).
 """
 
+from .attributions import SALIENCY_METHODS, attribution_map, deconv_projection, saliency, top1
+from .cam import BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, capture_for_gradient
 from .capture import capture_outputs, restore_mode
 from .errors import InputTooLarge, InvalidInput, InvalidOption, UnknownLayer, VizError
 from .inference import forward
@@ -15,6 +17,7 @@ from .models import (
     imagenet_state_dict,
     imagenet_weights,
     load_weights,
+    model_from_file,
     random_state_dict,
     read_state_dict,
 )
@@ -22,6 +25,16 @@ from .visuals import diverging, featuremap_tiles, kernel_matrix, rgb_filter_tile
 
 __all__ = [
     "ARCHITECTURES",
+    "SALIENCY_METHODS",
+    "BaseCAM",
+    "CamResult",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "attribution_map",
+    "capture_for_gradient",
+    "deconv_projection",
+    "saliency",
+    "top1",
     "InputTooLarge",
     "InvalidInput",
     "InvalidOption",
@@ -39,6 +52,7 @@ __all__ = [
     "imagenet_weights",
     "kernel_matrix",
     "load_weights",
+    "model_from_file",
     "random_state_dict",
     "read_state_dict",
     "restore_mode",

@@ -48,11 +48,13 @@ class LayerTable:
         self.input_shape = tuple(int(s) for s in input_shape)
         modules = {name: m for name, m in model.named_modules() if name}
         shapes: dict[str, tuple[int, ...]] = {}
+        finished: list[str] = []  # execution order: a container finishes after its children
 
         def hook_for(name: str):
             def hook(_module, _args, output):
                 if isinstance(output, torch.Tensor):
                     shapes[name] = tuple(output.shape[1:])
+                    finished.append(name)
 
             return hook
 
@@ -68,6 +70,7 @@ class LayerTable:
             name: LayerInfo(name, type(m).__name__, shapes.get(name), isinstance(m, nn.Conv2d))
             for name, m in modules.items()
         }
+        self._finished = list(dict.fromkeys(reversed(finished)))[::-1]  # each module at its last finish
 
     def __iter__(self):
         return iter(self._layers.values())
@@ -98,6 +101,17 @@ class LayerTable:
         """The first and the last convolution (one name when the model has a single one)."""
         convs = self.conv_names
         return list(dict.fromkeys([convs[0], convs[-1]])) if convs else []
+
+    @property
+    def cam_layer(self) -> str | None:
+        """The last convolutional stage: of the modules whose output has the last convolution's shape, the one that
+        finishes last in a forward pass (AlexNet ``features.11``, VGG16 ``features.29``, ResNet ``layer4``)."""
+        convs = self.conv_names
+        if not convs:
+            return None
+        shape = self._layers[convs[-1]].output_shape
+        same = [n for n in self._finished if self._layers[n].output_shape == shape]
+        return same[-1]
 
     def resolve(self, names: Iterable[str], *, need: str = "any") -> list[str]:
         """Check ``names`` against the table and return them, in order, without repeats.

@@ -6,6 +6,8 @@ initialisation (smoke tests only). Nothing here downloads unless :func:`imagenet
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import os
 import pickle
 from collections.abc import Mapping
@@ -26,6 +28,7 @@ __all__ = [
     "random_state_dict",
     "read_state_dict",
     "load_weights",
+    "model_from_file",
     "WeightsUnavailable",
 ]
 
@@ -113,3 +116,22 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, source:
             f"{'...' if len(result.unexpected_keys) > 5 else ''}"
         )
     return model
+
+
+def model_from_file(path: str | os.PathLike) -> nn.Module:
+    """A user's own model: the one ``nn.Module`` subclass defined in the Python file ``path``, built with no
+    arguments, in eval mode. The file is trusted code from the model archive (never request text)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"user_model_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    classes = [
+        c for _, c in inspect.getmembers(module, inspect.isclass)
+        if issubclass(c, nn.Module) and c.__module__ == module.__name__
+    ]  # fmt: skip
+    if len(classes) != 1:
+        names = [c.__name__ for c in classes]
+        raise ValueError(f"{path}: expected exactly one nn.Module class, found {len(classes)} {names}")
+    return classes[0]().eval()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
-__all__ = ["grid_png", "matrix_png", "npy_bytes", "b64"]
+__all__ = ["b64", "grid_png", "heatmap_png", "matrix_png", "npy_bytes", "overlay_png", "rgb_png"]
 
 BACKGROUND = 0.12  # dark grey between tiles and behind labels
 LABEL_H = 12  # label band above each tile
@@ -44,7 +44,7 @@ def npy_bytes(t: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _png(img: Image.Image) -> bytes:
+def _png(img: Image.Image | np.ndarray) -> bytes:
     """8-bit greyscale or RGB PNG with the 'up' filter on every row, deflated at level 1 with run-length matching.
 
     Written here rather than through Pillow or torchvision (libpng) because both choose a filter per row by trying
@@ -138,3 +138,43 @@ def matrix_png(cells: torch.Tensor, rows: list[int], cols: list[int], title: str
     for j in range(0, c, every_c):
         draw.text((left + 1 + j * step_w, TITLE_H), str(cols[j]), fill=fill, font=_FONT)
     return _png(img)
+
+
+#: Attribution pictures are enlarged by a whole factor until their short side is at least this (shapes: 64 -> 256).
+MIN_PICTURE = 224
+
+
+@functools.cache
+def _jet() -> np.ndarray:
+    """The 'jet' colour map (Grad-CAM's figures) as a 256 x 3 uint8 table, from matplotlib (Captum's dependency)."""
+    from matplotlib import colormaps
+
+    return (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def _enlarge(a: np.ndarray) -> np.ndarray:
+    k = max(1, math.ceil(MIN_PICTURE / min(a.shape[:2])))
+    return a.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else a
+
+
+def _coloured(heat: torch.Tensor) -> np.ndarray:
+    return _jet()[(heat.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()]
+
+
+def heatmap_png(heat: torch.Tensor) -> bytes:
+    """A map ``[H, W]`` in [0, 1] in the jet colour map (blue 0, red 1)."""
+    return _png(_enlarge(_coloured(heat)))
+
+
+def overlay_png(rgb: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> bytes:
+    """The map ``[H, W]`` in [0, 1], coloured, blended half and half over the image ``[3, H, W]`` in [0, 1]."""
+    image = rgb.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255
+    blend = (1 - alpha) * image + alpha * _coloured(heat).astype(np.float32)
+    return _png(_enlarge(blend.round().astype(np.uint8)))
+
+
+def rgb_png(rgb: torch.Tensor) -> bytes:
+    """An image ``[3, H, W]`` scaled min..max to [0, 1] (for deconvnet projections)."""
+    lo, hi = rgb.min(), rgb.max()
+    scaled = (rgb - lo) / (hi - lo) if hi > lo else torch.zeros_like(rgb)
+    return _png(_enlarge(_to_uint8(scaled.cpu())))

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import json
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cnnviz import InvalidInput, InvalidOption, LayerTable
+from cnnviz import SALIENCY_METHODS, InvalidInput, InvalidOption, LayerTable
 
-__all__ = ["MODES", "OPTIONS", "VizRequest", "fields_of", "parse_request"]
+__all__ = ["CAM_METHODS", "MODES", "OPTIONS", "Attribution", "VizRequest", "fields_of", "parse_request"]
 
 #: Modes, in the order their results appear. ``classify`` runs whenever an image is given.
-MODES = ("classify", "featuremaps", "filters", "layers")
-_NEEDS_IMAGE = {"classify", "featuremaps"}
-_PICTURE_MODES = ("featuremaps", "filters")  # format=png returns the first picture of these, in this order
+MODES = ("classify", "featuremaps", "filters", "layers", "gradcam", "saliency", "deconv")
+_NEEDS_IMAGE = {"classify", "featuremaps", "gradcam", "saliency", "deconv"}
+# format=png returns the first picture of these modes, in this order
+_PICTURE_MODES = ("gradcam", "saliency", "deconv", "featuremaps", "filters")
+CAM_METHODS = ("gradcam", "gradcam++", "guided_gradcam")
 #: Every option a request may carry, with its default; anything else is refused so that typos do not pass silently.
 OPTIONS: dict[str, str] = {
     "data": "the image (bytes, or base64 text in JSON) or a .npy float32 array [3, H, W]",
@@ -32,10 +36,36 @@ OPTIONS: dict[str, str] = {
     "raw": "false",
     "format": "json",
     "normalize": "channel",
+    "method": "gradcam for mode gradcam, vanilla for mode saliency",
+    "target": "the top-1 class",
+    "layer": "the last convolutional stage (gradcam, deconv)",
+    "channel": "the most active one (deconv)",
+    "samples": "16 (smoothgrad)",
+    "noise": "0.15 (smoothgrad)",
+    "steps": "32 (integrated_gradients)",
+    "baseline": "black (integrated_gradients)",
 }
 MAX_LAYERS = 16
+#: Caps of the attribution options, each ``(default, lowest, highest)``.
+SAMPLES, STEPS, NOISE = (16, 1, 64), (32, 1, 128), (0.15, 0.0, 1.0)
+BASELINES = ("black", "zero", "white")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """What the gradient modes (gradcam, saliency, deconv) were asked for; ``-1`` means "choose for me"."""
+
+    cam_method: str
+    saliency_method: str
+    target: int  # class index; -1: the top-1 class
+    layer: str  # for gradcam and deconv
+    channel: int  # for deconv; -1: the most active
+    samples: int
+    noise: float
+    steps: int
+    baseline: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +80,7 @@ class VizRequest:
     raw: bool
     format: str
     normalize: str
+    attribution: Attribution | None = None
 
     def wants(self, mode: str) -> bool:
         return mode in self.modes
@@ -135,14 +166,89 @@ def _data(value: Any) -> bytes | None:
     raise InvalidInput(f"field 'data' must be image bytes or base64 text, got {type(value).__name__}")
 
 
-def parse_request(fields: Mapping[str, Any], table: LayerTable, num_classes: int) -> VizRequest:
-    """Check every field against what this model allows; raise a :class:`cnnviz.VizError` that names the problem."""
+def _float(name: str, value: Any, lo: float, hi: float) -> float:
+    text = _text(name, value)
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and lo <= x <= hi):
+        raise InvalidOption(f"option {name!r} must be a number in {lo}..{hi}, got {text[:40]!r}")
+    return x
+
+
+def _target(value: Any, labels: Sequence[str]) -> int:
+    """A class index, or a label (case-insensitive), checked against this model's classes."""
+    text = _text("target", value)
+    if re.fullmatch(r"\d{1,9}", text):
+        return _int("target", text, 0, len(labels) - 1)
+    folded = {label.lower(): i for i, label in enumerate(labels)}
+    if text.lower() in folded:
+        return folded[text.lower()]
+    close = difflib.get_close_matches(text.lower(), folded, n=3)
+    hint = f"; did you mean {', '.join(repr(labels[folded[c]]) for c in close)}?" if close else ""
+    raise InvalidOption(f"option 'target' must be a class index 0..{len(labels) - 1} or a label of this model, "
+                        f"got {text[:60]!r}{hint}")  # fmt: skip
+
+
+def _attribution(fields: Mapping[str, Any], modes: set[str], table: LayerTable, labels: Sequence[str]) -> Attribution:
+    methods = _names("method", fields.get("method", ""))
+    cam, sal = "gradcam", "vanilla"
+    for m in methods:
+        if m in CAM_METHODS and "gradcam" in modes:
+            cam = m
+        elif m in SALIENCY_METHODS and "saliency" in modes:
+            sal = m
+        else:
+            allowed = [*(CAM_METHODS if "gradcam" in modes else ()), *(SALIENCY_METHODS if "saliency" in modes else ())]
+            raise InvalidOption(f"unknown method {m!r} for mode {', '.join(sorted(modes & {'gradcam', 'saliency'}))}; "
+                                f"methods: {', '.join(allowed)}")  # fmt: skip
+    layer = table.cam_layer or ""
+    if "layer" in fields:
+        [layer] = table.resolve([_text("layer", fields["layer"])], need="spatial") or [layer]
+    channel = -1
+    if "channel" in fields:
+        limit = (table[layer].output_shape or (1,))[0] - 1
+        channel = _int("channel", fields["channel"], 0, limit)
+    return Attribution(
+        cam_method=cam,
+        saliency_method=sal,
+        target=_target(fields["target"], labels) if "target" in fields else -1,
+        layer=layer,
+        channel=channel,
+        samples=_int("samples", fields.get("samples", SAMPLES[0]), *SAMPLES[1:]),
+        noise=_float("noise", fields.get("noise", NOISE[0]), *NOISE[1:]),
+        steps=_int("steps", fields.get("steps", STEPS[0]), *STEPS[1:]),
+        baseline=_choice("baseline", fields.get("baseline", "black"), BASELINES),
+    )
+
+
+_OPTION_MODES = {
+    "method": ("gradcam", "saliency"),
+    "target": ("gradcam", "saliency"),
+    "layer": ("gradcam", "deconv"),
+    "channel": ("deconv",),
+    "samples": ("saliency",),
+    "noise": ("saliency",),
+    "steps": ("saliency",),
+    "baseline": ("saliency",),
+}
+
+
+def parse_request(
+    fields: Mapping[str, Any], table: LayerTable, labels: Sequence[str], *, explain: bool = False
+) -> VizRequest:
+    """Check every field against what this model allows; raise a :class:`cnnviz.VizError` that names the problem.
+
+    ``explain`` (TorchServe's ``/explanations`` endpoint) adds mode ``gradcam``.
+    """
     unknown = sorted(set(fields) - set(OPTIONS))
     if unknown:
         raise InvalidOption(f"unknown option {unknown[0]!r}; options: {', '.join(OPTIONS)}")
+    num_classes = len(labels)
     data = _data(fields.get("data"))
 
-    asked = _names("mode", fields.get("mode", "classify")) or ["classify"]
+    asked = (_names("mode", fields.get("mode", "classify")) or ["classify"]) + (["gradcam"] if explain else [])
     for m in asked:
         if m not in MODES:
             raise InvalidOption(f"unknown mode {m!r}; modes: {', '.join(MODES)}")
@@ -179,8 +285,13 @@ def parse_request(fields: Mapping[str, Any], table: LayerTable, num_classes: int
         table.resolve(names, need="spatial" if m == "featuremaps" else "filters")
     layers = tuple(table.resolve(names))
 
+    for option, users in _OPTION_MODES.items():
+        if option in fields and not modes & set(users):
+            raise InvalidOption(f"option {option!r} is used by mode {' and '.join(users)}; add it to mode")
+    attribution = _attribution(fields, modes, table, labels) if modes & {"gradcam", "saliency", "deconv"} else None
+
     ordered = tuple(m for m in MODES if m in modes)
-    request = VizRequest(data, ordered, topk, layers, channels, raw, fmt, normalize)
+    request = VizRequest(data, ordered, topk, layers, channels, raw, fmt, normalize, attribution)
     if fmt == "png" and request.picture_mode is None:
-        raise InvalidOption("format=png returns a picture: add mode featuremaps or filters")
+        raise InvalidOption(f"format=png returns a picture: add one of the modes {', '.join(_PICTURE_MODES)}")
     return request

@@ -18,13 +18,18 @@ import torch
 from torch import nn
 
 from cnnviz import (
+    GradCAM,
+    GradCAMPlusPlus,
     InputTooLarge,
     LayerTable,
     VizError,
+    attribution_map,
+    deconv_projection,
     featuremap_tiles,
     forward,
     kernel_matrix,
     rgb_filter_tiles,
+    saliency,
 )
 
 from . import render
@@ -96,6 +101,8 @@ class VizService:
         name, arch, weights: reported in every response (``weights``: ``IMAGENET1K_V1``, ``random``,
             ``file:<name>``).
         input_shape: ``(3, H, W)`` the transform produces; the ``layers`` table is computed for it.
+        mean, std: the normalization the transform applies, to show inputs as the network saw them and to build
+            the black and white baselines of integrated gradients. Default ImageNet's.
     """
 
     def __init__(
@@ -109,9 +116,13 @@ class VizService:
         arch: str,
         weights: str,
         input_shape: Sequence[int] = (3, 224, 224),
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
         limits: Limits = Limits(),
     ) -> None:
         self.model, self.labels, self.transform, self.device = model, list(labels), transform, device
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.name, self.arch, self.weights, self.limits = name, arch, weights, limits
         self.table = LayerTable(model, input_shape)
         self.layer_list = [info.as_dict() for info in self.table]
@@ -120,14 +131,14 @@ class VizService:
 
     # -- the batch ----------------------------------------------------------------------------------------------
 
-    def handle(self, items: Sequence[Mapping[str, Any]]) -> list[Reply]:
+    def handle(self, items: Sequence[Mapping[str, Any]], explain: Sequence[bool] | None = None) -> list[Reply]:
         """One reply per item, in order. Never raises for a bad request; an unexpected failure of one request
-        becomes its own 500 reply."""
+        becomes its own 500 reply. ``explain[i]`` (an ``/explanations`` call) adds mode gradcam to item ``i``."""
         replies: list[Reply | None] = [None] * len(items)
         jobs: dict[int, tuple[VizRequest, torch.Tensor | None]] = {}
         for i, item in enumerate(items):
             try:
-                req = parse_request(fields_of(item), self.table, len(self.labels))
+                req = parse_request(fields_of(item), self.table, self.labels, explain=bool(explain and explain[i]))
                 jobs[i] = (req, self._input(req.data) if req.data is not None else None)
             except VizError as err:
                 replies[i] = Reply.error(err)
@@ -136,11 +147,12 @@ class VizService:
                 replies[i] = self._internal_error()
 
         outputs = self._run_batches(jobs, replies)
+        explained = self._run_gradients(jobs, replies)
         for i, (req, _) in jobs.items():
             if replies[i] is not None:
                 continue
             try:
-                replies[i] = self._reply(req, *outputs.get(i, (None, {})))
+                replies[i] = self._reply(req, *outputs.get(i, (None, {})), explained.get(i, {}))
             except VizError as err:
                 replies[i] = Reply.error(err)
             except Exception:
@@ -175,9 +187,124 @@ class VizService:
                 results[i] = (probs[k], {name: acts[name][k] for name in jobs[i][0].layers if name in acts})
         return results
 
+    def _run_gradients(self, jobs, replies) -> dict[int, dict[str, dict[str, Any]]]:
+        """The gradient modes, one pass per group of requests that share method, layer, options and input shape;
+        each row keeps its own target. Returns ``{request: {mode: entry}}``."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (req, x) in jobs.items():
+            a = req.attribution
+            if a is None or x is None:
+                continue
+            shape = tuple(x.shape)
+            if req.wants("gradcam"):
+                groups[("gradcam", a.cam_method, a.layer, shape)].append(i)
+            if req.wants("saliency"):
+                groups[("saliency", a.saliency_method, a.samples, a.noise, a.steps, a.baseline, shape)].append(i)
+            if req.wants("deconv"):
+                groups[("deconv", a.layer, shape)].append(i)
+        results: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for key, members in groups.items():
+            reqs = [jobs[i][0] for i in members]
+            try:
+                x = torch.stack([jobs[i][1] for i in members]).to(self.device, non_blocking=True)
+                entries = {"gradcam": self._gradcam, "saliency": self._saliency, "deconv": self._deconv}[key[0]](
+                    reqs, x
+                )
+            except Exception:
+                log.exception("%s failed for requests %s", key[0], members)
+                for i in members:
+                    replies[i] = self._internal_error()
+                continue
+            for i, entry in zip(members, entries, strict=True):
+                results[i][key[0]] = entry
+        return results
+
+    def _targets(self, reqs: Sequence[VizRequest], logits: torch.Tensor) -> torch.Tensor:
+        asked = torch.tensor([r.attribution.target for r in reqs], device=logits.device)
+        return torch.where(asked < 0, logits.argmax(1), asked)
+
+    def _gradcam(self, reqs: Sequence[VizRequest], x: torch.Tensor) -> list[dict[str, Any]]:
+        a = reqs[0].attribution
+        cam = (GradCAMPlusPlus if a.cam_method == "gradcam++" else GradCAM)(self.model, a.layer)
+        asked = torch.tensor([r.attribution.target for r in reqs], device=x.device)
+        result = cam(x, asked)
+        maps = result.cams
+        if a.cam_method == "guided_gradcam":  # Selvaraju et al.: guided backprop times the (upsampled) CAM
+            guided = saliency(self.model, x, result.targets, "guided_backprop")
+            maps = attribution_map(guided, "guided_backprop") * maps
+        probs = result.logits.softmax(-1)
+        return [
+            self._attribution_entry(
+                r, x[k], maps[k], int(result.targets[k]), probs[k], method=a.cam_method, layer=a.layer
+            )
+            for k, r in enumerate(reqs)
+        ]
+
+    def _saliency(self, reqs: Sequence[VizRequest], x: torch.Tensor) -> list[dict[str, Any]]:
+        a = reqs[0].attribution
+        with torch.inference_mode():
+            logits = self.model(x)
+        targets = self._targets(reqs, logits)
+        baseline = {"black": 0.0, "white": 1.0}.get(a.baseline)
+        base = None if baseline is None else ((baseline - self.mean) / self.std).to(x.device)[None]
+        attributions = saliency(
+            self.model, x, targets, a.saliency_method, samples=a.samples, noise=a.noise, steps=a.steps, baseline=base
+        )
+        maps = attribution_map(attributions, a.saliency_method)
+        probs = logits.softmax(-1)
+        return [
+            self._attribution_entry(r, x[k], maps[k], int(targets[k]), probs[k], method=a.saliency_method)
+            for k, r in enumerate(reqs)
+        ]
+
+    def _deconv(self, reqs: Sequence[VizRequest], x: torch.Tensor) -> list[dict[str, Any]]:
+        layer = reqs[0].attribution.layer
+        asked = torch.tensor([r.attribution.channel for r in reqs], device=x.device)
+        projection, channels, peaks = deconv_projection(self.model, x, layer, asked)
+        entries = []
+        for k, r in enumerate(reqs):
+            heat = attribution_map(projection[k : k + 1], "deconvnet")[0]
+            top = float(heat.max())
+            entry = {
+                "layer": layer,
+                "channel": int(channels[k]),
+                "activation": float(peaks[k]),
+                "max": top,
+                "image": render.rgb_png(projection[k]),
+                "heatmap": render.heatmap_png(heat / top if top > 0 else heat),
+            }
+            if r.raw:
+                entry["raw"] = render.npy_bytes(projection[k])
+            entries.append(entry)
+        return entries
+
+    def _attribution_entry(self, req, x, heat, target, probs, **about) -> dict[str, Any]:
+        """Pictures and numbers for one map ``heat [H, W]`` (>= 0) of input ``x [3, H, W]``."""
+        top = float(heat.max())
+        scaled = heat / top if top > 0 else heat
+        seen = (x.cpu() * self.std + self.mean).clamp(0, 1)  # the input as the network saw it
+        entry = {
+            **about,
+            "target": target,
+            "label": self.labels[target],
+            "score": float(probs[target]),
+            "max": top,
+            "image": render.overlay_png(seen, scaled.cpu()),
+            "heatmap": render.heatmap_png(scaled.cpu()),
+        }
+        if req.raw:
+            entry["raw"] = render.npy_bytes(heat)
+        return entry
+
     # -- one reply ----------------------------------------------------------------------------------------------
 
-    def _reply(self, req: VizRequest, probs: torch.Tensor | None, acts: dict[str, torch.Tensor]) -> Reply:
+    def _reply(
+        self,
+        req: VizRequest,
+        probs: torch.Tensor | None,
+        acts: dict[str, torch.Tensor],
+        explained: dict[str, dict[str, Any]],
+    ) -> Reply:
         out: dict[str, Any] = {
             "model": self.name,
             "arch": self.arch,
@@ -196,8 +323,10 @@ class VizService:
             out["filters"] = [self._filters(req, name) for name in req.layers]
         if req.wants("layers"):
             out["layers"] = self.layer_list
+        out.update(explained)
         if req.format == "png":
-            return Reply(200, out[req.picture_mode][0]["image"], "image/png")
+            picture = out[req.picture_mode]
+            return Reply(200, (picture[0] if isinstance(picture, list) else picture)["image"], "image/png")
         body = json.dumps(out, default=render.b64).encode()  # pictures and arrays are bytes until here
         if len(body) > self.limits.max_response_bytes:
             raise InputTooLarge(

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from cnnviz import InvalidInput, InvalidOption, LayerTable, UnknownLayer, build_model
+from cnnviz import InvalidInput, InvalidOption, LayerTable, UnknownLayer, build_model, imagenet_weights
 from vizserve import OPTIONS, fields_of, parse_request
 
 
@@ -12,8 +12,11 @@ def table():
     return LayerTable(build_model("alexnet"))
 
 
+LABELS = imagenet_weights("alexnet").meta["categories"]
+
+
 def parse(table, **fields):
-    return parse_request(fields, table, 1000)
+    return parse_request(fields, table, LABELS)
 
 
 def test_defaults(table):
@@ -48,8 +51,9 @@ def test_modes_without_an_image(table):
 @pytest.mark.parametrize(
     "fields, error, match",
     [
-        ({"mode": "gradcam"}, InvalidOption, "unknown mode 'gradcam'; modes: classify, featuremaps, filters, layers"),
-        ({"layer": "features.0"}, InvalidOption, "unknown option 'layer'; options: data, mode, topk, layers"),
+        ({"mode": "gradcams"}, InvalidOption, "unknown mode 'gradcams'; modes: classify, featuremaps, filters, layers"),
+        ({"layr": "features.0"}, InvalidOption, "unknown option 'layr'; options: data, mode, topk, layers"),
+        ({"layer": "features.0"}, InvalidOption, "option 'layer' is used by mode gradcam and deconv; add it"),
         ({"topk": "abc"}, InvalidOption, r"'topk' must be a whole number in 1\.\.1000, got 'abc'"),
         ({"topk": "0"}, InvalidOption, r"'topk' must be a whole number in 1\.\.1000, got '0'"),
         ({"topk": "1001"}, InvalidOption, r"'topk' must be a whole number in 1\.\.1000, got '1001'"),
@@ -65,7 +69,7 @@ def test_modes_without_an_image(table):
         ({"channels": "inf", "mode": "featuremaps"}, InvalidOption, "whole number"),
         ({"raw": "maybe"}, InvalidOption, "'raw' must be true or false"),
         ({"format": "jpeg"}, InvalidOption, "'format' must be one of json, png"),
-        ({"format": "png"}, InvalidOption, "format=png returns a picture: add mode featuremaps or filters"),
+        ({"format": "png"}, InvalidOption, "format=png returns a picture: add one of the modes gradcam, saliency"),
         ({"normalize": "global"}, InvalidOption, "'normalize' must be one of channel, layer"),
         ({"layers": "features.0"}, InvalidOption, "'layers' is used by modes featuremaps and filters"),
         ({"mode": "featuremaps", "layers": ","}, InvalidOption, "'layers' is empty"),
@@ -90,11 +94,14 @@ def test_bad_base64(table):
 
 def test_topk_is_capped_by_the_class_count(table):
     with pytest.raises(InvalidOption, match=r"1\.\.3"):
-        parse_request({"data": b"x", "topk": "4"}, table, 3)
+        parse_request({"data": b"x", "topk": "4"}, table, ["a", "b", "c"])
 
 
 def test_every_option_has_a_documented_default():
-    assert set(OPTIONS) == {"data", "mode", "topk", "layers", "channels", "raw", "format", "normalize"}
+    assert set(OPTIONS) == {
+        "data", "mode", "topk", "layers", "channels", "raw", "format", "normalize",
+        "method", "target", "layer", "channel", "samples", "noise", "steps", "baseline",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ def load_handler_module():
 class MockContext:
     """What TorchServe's Context offers a handler, recording the per-request status and content type."""
 
-    def __init__(self, model_dir, yaml_config, gpu_id=None):
+    def __init__(self, model_dir, yaml_config, gpu_id=None, headers=None):
         self.model_name = "resnet18_viz"
+        self.headers = headers or {}
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": 8}
         self.model_yaml_config = yaml_config
         self.manifest = {"model": {"modelName": "resnet18_viz"}}
@@ -37,6 +38,9 @@ class MockContext:
 
     def set_response_content_type(self, idx, value):
         self.content_type[idx] = value
+
+    def get_request_header(self, idx, key):
+        return self.headers.get(idx, {}).get(key)
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ BAD = [
     ({"data": jpeg(), "mode": "featuremaps", "layers": "__class__.__init__"}, 400, "UnknownLayer", "unknown"),
     ({"data": jpeg(), "topk": "NaN"}, 400, "InvalidOption", "topk"),
     ({"data": jpeg(), "mode": "deepdream"}, 400, "InvalidOption", "unknown mode"),
-    ({"data": jpeg(), "layer": "features.0"}, 400, "InvalidOption", "unknown option 'layer'"),
+    ({"data": jpeg(), "layr": "features.0"}, 400, "InvalidOption", "unknown option 'layr'"),
     ({"data": npy(np.zeros((3, 10, 10), np.float32))}, 400, "InvalidInput", r"63..1024"),
 ]
 
