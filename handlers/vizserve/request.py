@@ -180,8 +180,8 @@ def _float(name: str, value: Any, lo: float, hi: float) -> float:
 def _target(value: Any, labels: Sequence[str]) -> int:
     """A class index, or a label (case-insensitive), checked against this model's classes."""
     text = _text("target", value)
-    if re.fullmatch(r"\d{1,9}", text):
-        return _int("target", text, 0, len(labels) - 1)
+    if re.fullmatch(r"\d{1,9}", text) and int(text) < len(labels):
+        return int(text)
     folded = {label.lower(): i for i, label in enumerate(labels)}
     if text.lower() in folded:
         return folded[text.lower()]

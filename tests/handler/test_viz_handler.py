@@ -129,3 +129,11 @@ def test_missing_weights_file_fails_initialize_loudly(model_dir, tmp_path):
     cfg = {"handler": {"arch": "resnet18", "weights": "random", "weights_file": "weights.pt"}}
     with pytest.raises(FileNotFoundError):
         module.VizHandler().initialize(MockContext(tmp_path, cfg))
+
+
+def test_explanations_header_adds_gradcam(handler, model_dir):
+    ctx = MockContext(model_dir, {}, headers={0: {"explain": "True"}})
+    out = handler.handle([{"body": bytearray(jpeg())}, {"body": bytearray(jpeg())}], ctx)
+    first, second = json.loads(out[0]), json.loads(out[1])
+    assert first["gradcam"]["layer"] == "layer4" and first["gradcam"]["method"] == "gradcam"
+    assert "gradcam" not in second

@@ -23,11 +23,11 @@ def alexnet_weights(tmp_path_factory):
 def server(tmp_path_factory, alexnet_weights):
     work = tmp_path_factory.mktemp("torchserve")
     store = work / "model_store"
-    for args in (["--weights", str(alexnet_weights), "alexnet"], ["--random-weights", "resnet18"]):
+    for args in (["--weights", str(alexnet_weights), "alexnet"], ["--random-weights", "resnet18"], ["shapes"]):
         subprocess.run([str(ROOT / "archive.sh"), "--out", str(store), *args], check=True, timeout=600)
     try:
         # Leaving the block stops TorchServe and raises if any of it is still running: a failed teardown.
-        with local_torchserve(store, ["alexnet_viz.mar", "resnet18_viz.mar"], work) as srv:
+        with local_torchserve(store, ["alexnet_viz.mar", "resnet18_viz.mar", "shapes_viz.mar"], work) as srv:
             yield srv
     finally:
         shutil.rmtree(store, ignore_errors=True)  # the archives are large

@@ -45,7 +45,7 @@ def test_model_registration_api_is_off(server):
     assert r.status_code == 405, r.text  # TorchServe answers registration with 405 when enable_model_api=false
     models = requests.get(f"{server.management}/models", headers={"Authorization": f"Bearer {server.management_key}"},
                           timeout=30).json()["models"]  # fmt: skip
-    assert sorted(m["modelName"] for m in models) == ["alexnet_viz", "resnet18_viz"]
+    assert sorted(m["modelName"] for m in models) == ["alexnet_viz", "resnet18_viz", "shapes_viz"]
 
 
 def test_bare_image_body_gets_top5(server):
@@ -173,3 +173,57 @@ def test_key_file_is_private(server):
     mode = (server.workdir / "key_file.json").stat().st_mode & 0o777
     assert mode & 0o077 == 0, oct(mode)
     assert json.loads((server.workdir / "key_file.json").read_text())["inference"]["key"] == server.key
+
+
+def shape_png(label: int, seed: int = 21) -> tuple[bytes, list[int]]:
+    from PIL import Image
+
+    from examples.shapes.shapes_data import make_shapes
+
+    images, labels, boxes = make_shapes(60, seed)
+    k = int((labels == label).nonzero()[0])
+    buf = io.BytesIO()
+    Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "PNG")
+    return buf.getvalue(), boxes[k].tolist()
+
+
+def test_shapes_model_of_our_own_is_served_with_its_labels_and_size(server):
+    data, _ = shape_png(label=3)
+    r = server.post("shapes_viz", data=data, headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["arch"] == "shapes" and out["weights"] == "file:weights.pt"
+    assert out["predictions"][0]["label"] == "cross" and out["predictions"][0]["score"] > 0.9
+    layers = {
+        entry["name"]: entry["output_shape"]
+        for entry in server.post("shapes_viz", json={"mode": "layers"}).json()["layers"]
+    }
+    assert layers["features.0"] == [12, 64, 64]
+
+
+def test_gradcam_through_the_server_points_at_the_object(server):
+    data, (x0, y0, x1, y1) = shape_png(label=0)
+    r = server.post("shapes_viz", files={"data": ("s.png", data)}, data={"mode": "gradcam", "raw": "true"})
+    assert r.status_code == 200, r.text
+    cam = r.json()["gradcam"]
+    assert cam["label"] == "circle" and cam["layer"] == "features"
+    raw = decode_npy(cam["raw"])
+    y, x = np.unravel_index(raw.argmax(), raw.shape)
+    assert x0 - 4 <= x <= x1 + 4 and y0 - 4 <= y <= y1 + 4
+
+
+def test_explanations_endpoint_answers_with_gradcam(server):
+    data, _ = shape_png(label=2)
+    r = requests.post(f"{server.url}/explanations/shapes_viz", data=data, timeout=60,
+                      headers={**server.auth(), "Content-Type": "image/png"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["gradcam"]["label"] == "triangle"
+
+
+def test_gradcam_png_as_curl_gets_it(server):
+    r = server.post("alexnet_viz", files={"data": ("cat.jpg", jpeg())}, data={"mode": "gradcam", "format": "png"})
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("image/png") and r.content.startswith(PNG)
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(r.content)).size == (224, 224)

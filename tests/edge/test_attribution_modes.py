@@ -1,0 +1,150 @@
+"""gradcam, saliency and deconv through the service, on the project's trained shapes model."""
+
+import base64
+import io
+import json
+import re
+
+import numpy as np
+import psutil
+import pytest
+import torch
+from PIL import Image
+
+from examples.shapes.model import ShapesNet
+from examples.shapes.shapes_data import CLASSES, MEAN, STD, make_shapes
+from vizserve import VizService
+from vizserve.loading import preprocessing
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def svc():
+    model = ShapesNet()
+    model.load_state_dict(torch.load("examples/shapes/weights.pt", weights_only=True))
+    transform, shape = preprocessing({"resize": 64, "crop": 64, "mean": MEAN, "std": STD})
+    return VizService(model.eval(), labels=CLASSES, transform=transform, device=torch.device("cpu"),
+                      name="shapes_viz", arch="shapes", weights="file:weights.pt", input_shape=shape,
+                      mean=MEAN, std=STD)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image():
+    """A square (class 1), as PNG bytes, with its box."""
+    images, labels, boxes = make_shapes(40, 11)
+    k = int((labels == 1).nonzero()[0])
+    buf = io.BytesIO()
+    Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "PNG")
+    return buf.getvalue(), boxes[k].tolist()
+
+
+def ask(svc, **fields):
+    [reply] = svc.handle([fields])
+    return reply
+
+
+def test_gradcam_entry(svc, image):
+    data, (x0, y0, x1, y1) = image
+    reply = ask(svc, data=data, mode="gradcam", raw="true")
+    assert reply.status == 200, reply.body
+    out = json.loads(reply.body)
+    cam = out["gradcam"]
+    assert out["predictions"][0]["label"] == "square"
+    assert {k: cam[k] for k in ("method", "layer", "target", "label")} == {
+        "method": "gradcam", "layer": "features", "target": 1, "label": "square",
+    }  # fmt: skip
+    assert cam["score"] == pytest.approx(out["predictions"][0]["score"], rel=1e-5)
+    raw = np.load(io.BytesIO(base64.b64decode(cam["raw"])))
+    assert raw.shape == (64, 64) and raw.dtype == np.float32 and raw.min() >= 0
+    assert cam["max"] == pytest.approx(float(raw.max()), rel=1e-6)
+    y, x = np.unravel_index(raw.argmax(), raw.shape)
+    assert x0 - 4 <= x <= x1 + 4 and y0 - 4 <= y <= y1 + 4
+    for key in ("image", "heatmap"):
+        picture = Image.open(io.BytesIO(base64.b64decode(cam[key])))
+        assert picture.mode == "RGB" and picture.size == (256, 256)  # 64 px enlarged 4x for display
+
+
+def test_each_request_in_a_batch_keeps_its_target_and_method(svc, image):
+    data, _ = image
+    replies = svc.handle([
+        {"data": data, "mode": "gradcam", "target": "circle"},
+        {"data": data, "mode": "gradcam", "target": "3"},
+        {"data": data, "mode": "gradcam", "method": "gradcam++"},
+        {"data": data, "mode": "saliency", "method": "smoothgrad", "samples": "4", "target": "Triangle"},
+    ])  # fmt: skip
+    outs = [json.loads(r.body) for r in replies]
+    assert [o["gradcam"]["label"] for o in outs[:3]] == ["circle", "cross", "square"]
+    assert outs[2]["gradcam"]["method"] == "gradcam++"
+    assert outs[3]["saliency"]["label"] == "triangle" and outs[3]["saliency"]["method"] == "smoothgrad"
+    assert outs[0]["gradcam"]["score"] < 0.5 < outs[2]["gradcam"]["score"]
+
+
+@pytest.mark.parametrize("method", ["vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet"])
+def test_saliency_methods(svc, image, method):
+    data, _ = image
+    reply = ask(svc, data=data, mode="saliency", method=method, samples="2", steps="4", baseline="white")
+    entry = json.loads(reply.body)["saliency"]
+    assert entry["method"] == method and entry["label"] == "square" and entry["max"] > 0
+
+
+def test_deconv_entry(svc, image):
+    data, _ = image
+    out = json.loads(ask(svc, data=data, mode="deconv", layer="features.3", channel="5", raw="true").body)["deconv"]
+    assert out["layer"] == "features.3" and out["channel"] == 5
+    assert np.load(io.BytesIO(base64.b64decode(out["raw"]))).shape == (3, 64, 64)
+    default = json.loads(ask(svc, data=data, mode="deconv").body)["deconv"]
+    assert default["layer"] == "features" and default["activation"] > 0
+
+
+def test_explain_adds_gradcam_and_format_png_gives_the_overlay(svc, image):
+    data, _ = image
+    [reply] = svc.handle([{"data": data}], explain=[True])
+    assert "gradcam" in json.loads(reply.body)
+    png = ask(svc, data=data, mode="gradcam", format="png")
+    assert png.content_type == "image/png" and png.body.startswith(PNG)
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        ({"mode": "gradcam", "method": "lime"}, "unknown method 'lime' for mode gradcam; methods: gradcam, gradcam++"),
+        ({"mode": "gradcam", "method": "smoothgrad"}, "unknown method 'smoothgrad' for mode gradcam"),
+        ({"mode": "gradcam", "target": "circel"}, "did you mean 'circle'"),
+        ({"mode": "gradcam", "target": "6"}, r"class index 0\.\.5"),
+        ({"mode": "gradcam", "layer": "classifier"}, r"not \[C, H, W\]"),
+        ({"mode": "gradcam", "layer": "features.__class__"}, "unknown layer"),
+        ({"mode": "saliency", "samples": "65"}, r"'samples' must be a whole number in 1\.\.64"),
+        ({"mode": "saliency", "steps": "0"}, r"'steps' must be a whole number in 1\.\.128"),
+        ({"mode": "saliency", "noise": "nan"}, r"'noise' must be a number in 0\.0\.\.1\.0"),
+        ({"mode": "saliency", "noise": "inf"}, r"'noise' must be a number"),
+        ({"mode": "saliency", "baseline": "grey"}, "'baseline' must be one of black, zero, white"),
+        ({"mode": "deconv", "channel": "32"}, r"'channel' must be a whole number in 0\.\.31"),
+        ({"mode": "classify", "samples": "4"}, "'samples' is used by mode saliency; add it to mode"),
+    ],
+)
+def test_bad_attribution_options(svc, image, fields, match):
+    reply = ask(svc, data=image[0], **fields)
+    assert reply.status == 400
+
+    assert re.search(match, json.loads(reply.body)["message"]), json.loads(reply.body)["message"]
+
+
+def test_200_requests_leave_no_hooks_and_no_memory_growth(svc, image):
+    data, _ = image
+    process = psutil.Process()
+    modes = ["gradcam", "saliency", "deconv", "featuremaps"]
+
+    def run(n):
+        for i in range(n):
+            assert svc.handle([{"data": data, "mode": modes[i % 4]}])[0].status == 200
+
+    run(40)  # warm-up: allocator pools and caches settle
+    before = process.memory_info().rss
+    run(200)
+    growth = process.memory_info().rss - before
+    assert growth < 20 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB over 200 requests"
+    model = svc.model
+    assert not model.training
+    assert all(not (m._forward_hooks or m._backward_hooks or m._forward_pre_hooks) for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
