@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up, build the missing archives and start TorchServe with config.properties, serving every built model.
-#   ./serve.sh [--random-weights] [--foreground] [ARCH...]   start (default ARCH: alexnet vgg16 resnet18)
+#   ./serve.sh [--random-weights] [--foreground] [ARCH...]   start (default: alexnet vgg16 resnet18 shapes)
 #   ./serve.sh stop                                           stop it
 # Logs go to logs/, the access keys to key_file.json (both in this folder).
 set -euo pipefail
@@ -20,7 +20,7 @@ for arg in "$@"; do
     *) archs+=("$arg") ;;
   esac
 done
-[[ ${#archs[@]} -gt 0 ]] || archs=(alexnet vgg16 resnet18)
+[[ ${#archs[@]} -gt 0 ]] || archs=(alexnet vgg16 resnet18 shapes)
 
 ./scripts/setup.sh
 store=model_store
@@ -29,7 +29,9 @@ models=() missing=()
 for arch in "${archs[@]}"; do
   if [[ ! -f "$store/${arch}_viz.mar" ]]; then
     echo "serve.sh: building $store/${arch}_viz.mar" >&2
-    if ! ./archive.sh ${archive_args[@]+"${archive_args[@]}"} --out "$store" "$arch"; then
+    args=(${archive_args[@]+"${archive_args[@]}"})
+    [[ -f "examples/$arch/model.json" ]] && args=()  # a model of our own comes with its trained weights
+    if ! ./archive.sh ${args[@]+"${args[@]}"} --out "$store" "$arch"; then
       missing+=("$arch")
       continue
     fi

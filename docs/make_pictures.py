@@ -1,23 +1,54 @@
-"""Regenerate the README's pictures: the service TorchServe runs, in process, on docs/grace_hopper.jpg.
+"""Regenerate the README's pictures with the service TorchServe runs, in process.
 
-Weights are seeded random (no pretrained weights on the machines this project is built on), so the pictures show
-what the code draws, not what a trained AlexNet sees. Run: .venv/bin/python docs/make_pictures.py
+AlexNet (seeded random weights: no pretrained weights on the machines this project is built on) on
+docs/grace_hopper.jpg; the trained shapes model on generated shapes. Run: .venv/bin/python docs/make_pictures.py
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "handlers"))
+sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
 from cnnviz import build_model, imagenet_weights, random_state_dict  # noqa: E402
+from examples.shapes.model import ShapesNet  # noqa: E402
+from examples.shapes.shapes_data import CLASSES, MEAN, STD, make_shapes  # noqa: E402
 from vizserve import VizService  # noqa: E402
+from vizserve.loading import preprocessing  # noqa: E402
+
+SHAPES = {  # picture: (class to draw, fields)
+    "gradcam": (3, {"mode": "gradcam"}),
+    "gradcam++": (2, {"mode": "gradcam", "method": "gradcam++"}),
+    "guided_backprop": (4, {"mode": "saliency", "method": "guided_backprop"}),
+    "integrated_gradients": (3, {"mode": "saliency", "method": "integrated_gradients"}),
+    "deconv": (5, {"mode": "deconv"}),
+}
+
+
+def shapes_pictures() -> None:
+    model = ShapesNet()
+    model.load_state_dict(torch.load(ROOT / "examples" / "shapes" / "weights.pt", weights_only=True))
+    transform, shape = preprocessing({"resize": 64, "crop": 64, "mean": MEAN, "std": STD})
+    svc = VizService(model.eval(), labels=CLASSES, transform=transform, device=torch.device("cpu"),
+                     name="shapes_viz", arch="shapes", weights="file:weights.pt", input_shape=shape,
+                     mean=MEAN, std=STD)  # fmt: skip
+    images, labels, _ = make_shapes(100, seed=2026)
+    for name, (label, fields) in SHAPES.items():
+        k = int((labels == label).nonzero()[0])
+        buf = io.BytesIO()
+        Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "PNG")
+        [reply] = svc.handle([{"data": buf.getvalue(), "format": "png", **fields}])
+        path = ROOT / "docs" / f"shapes_{name}.png"
+        path.write_bytes(reply.body)
+        print(path.relative_to(ROOT))
 
 
 def main() -> None:
@@ -38,3 +69,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    shapes_pictures()

@@ -146,13 +146,16 @@ class VizService:
                 log.exception("request %d: unexpected failure while reading it", i)
                 replies[i] = self._internal_error()
 
-        outputs = self._run_batches(jobs, replies)
-        explained = self._run_gradients(jobs, replies)
+        explained, predicted = self._run_gradients(jobs, replies)
+        # A gradient pass already classified its requests: only feature maps need the plain forward pass then.
+        plain = {i: job for i, job in jobs.items() if i not in predicted or job[0].wants("featuremaps")}
+        outputs = self._run_batches(plain, replies)
         for i, (req, _) in jobs.items():
             if replies[i] is not None:
                 continue
             try:
-                replies[i] = self._reply(req, *outputs.get(i, (None, {})), explained.get(i, {}))
+                probs, acts = outputs.get(i, (predicted.get(i), {}))
+                replies[i] = self._reply(req, probs, acts, explained.get(i, {}))
             except VizError as err:
                 replies[i] = Reply.error(err)
             except Exception:
@@ -187,9 +190,10 @@ class VizService:
                 results[i] = (probs[k], {name: acts[name][k] for name in jobs[i][0].layers if name in acts})
         return results
 
-    def _run_gradients(self, jobs, replies) -> dict[int, dict[str, dict[str, Any]]]:
+    def _run_gradients(self, jobs, replies) -> tuple[dict[int, dict[str, dict[str, Any]]], dict[int, torch.Tensor]]:
         """The gradient modes, one pass per group of requests that share method, layer, options and input shape;
-        each row keeps its own target. Returns ``{request: {mode: entry}}``."""
+        each row keeps its own target. Returns ``{request: {mode: entry}}`` and the class probabilities the passes
+        computed on the way, ``{request: [K]}``."""
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, (req, x) in jobs.items():
             a = req.attribution
@@ -203,6 +207,7 @@ class VizService:
             if req.wants("deconv"):
                 groups[("deconv", a.layer, shape)].append(i)
         results: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        predicted: dict[int, torch.Tensor] = {}
         for key, members in groups.items():
             reqs = [jobs[i][0] for i in members]
             try:
@@ -215,15 +220,18 @@ class VizService:
                 for i in members:
                     replies[i] = self._internal_error()
                 continue
-            for i, entry in zip(members, entries, strict=True):
+            for i, (entry, probs) in zip(members, entries, strict=True):
                 results[i][key[0]] = entry
-        return results
+                if probs is not None:
+                    predicted[i] = probs
+        return results, predicted
 
     def _targets(self, reqs: Sequence[VizRequest], logits: torch.Tensor) -> torch.Tensor:
         asked = torch.tensor([r.attribution.target for r in reqs], device=logits.device)
         return torch.where(asked < 0, logits.argmax(1), asked)
 
-    def _gradcam(self, reqs: Sequence[VizRequest], x: torch.Tensor) -> list[dict[str, Any]]:
+    # Each gradient mode returns, per request, its entry and the class probabilities it computed (or None).
+    def _gradcam(self, reqs: Sequence[VizRequest], x: torch.Tensor) -> list[tuple[dict, torch.Tensor | None]]:
         a = reqs[0].attribution
         cam = (GradCAMPlusPlus if a.cam_method == "gradcam++" else GradCAM)(self.model, a.layer)
         asked = torch.tensor([r.attribution.target for r in reqs], device=x.device)
@@ -232,15 +240,18 @@ class VizService:
         if a.cam_method == "guided_gradcam":  # Selvaraju et al.: guided backprop times the (upsampled) CAM
             guided = saliency(self.model, x, result.targets, "guided_backprop")
             maps = attribution_map(guided, "guided_backprop") * maps
-        probs = result.logits.softmax(-1)
+        probs = result.logits.softmax(-1).cpu()
         return [
-            self._attribution_entry(
-                r, x[k], maps[k], int(result.targets[k]), probs[k], method=a.cam_method, layer=a.layer
+            (
+                self._attribution_entry(
+                    r, x[k], maps[k], int(result.targets[k]), probs[k], method=a.cam_method, layer=a.layer
+                ),
+                probs[k],
             )
             for k, r in enumerate(reqs)
         ]
 
-    def _saliency(self, reqs: Sequence[VizRequest], x: torch.Tensor) -> list[dict[str, Any]]:
+    def _saliency(self, reqs: Sequence[VizRequest], x: torch.Tensor) -> list[tuple[dict, torch.Tensor | None]]:
         a = reqs[0].attribution
         with torch.inference_mode():
             logits = self.model(x)
@@ -251,13 +262,13 @@ class VizService:
             self.model, x, targets, a.saliency_method, samples=a.samples, noise=a.noise, steps=a.steps, baseline=base
         )
         maps = attribution_map(attributions, a.saliency_method)
-        probs = logits.softmax(-1)
+        probs = logits.softmax(-1).cpu()
         return [
-            self._attribution_entry(r, x[k], maps[k], int(targets[k]), probs[k], method=a.saliency_method)
+            (self._attribution_entry(r, x[k], maps[k], int(targets[k]), probs[k], method=a.saliency_method), probs[k])
             for k, r in enumerate(reqs)
         ]
 
-    def _deconv(self, reqs: Sequence[VizRequest], x: torch.Tensor) -> list[dict[str, Any]]:
+    def _deconv(self, reqs: Sequence[VizRequest], x: torch.Tensor) -> list[tuple[dict, torch.Tensor | None]]:
         layer = reqs[0].attribution.layer
         asked = torch.tensor([r.attribution.channel for r in reqs], device=x.device)
         projection, channels, peaks = deconv_projection(self.model, x, layer, asked)
@@ -275,7 +286,7 @@ class VizService:
             }
             if r.raw:
                 entry["raw"] = render.npy_bytes(projection[k])
-            entries.append(entry)
+            entries.append((entry, None))
         return entries
 
     def _attribution_entry(self, req, x, heat, target, probs, **about) -> dict[str, Any]:

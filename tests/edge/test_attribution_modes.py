@@ -148,3 +148,17 @@ def test_200_requests_leave_no_hooks_and_no_memory_growth(svc, image):
     assert not model.training
     assert all(not (m._forward_hooks or m._backward_hooks or m._forward_pre_hooks) for m in model.modules())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_gradcam_request_classifies_in_its_own_pass(svc, image):
+    data, _ = image
+    calls = []
+    handle = svc.model.register_forward_hook(lambda m, a, o: calls.append(len(a[0])))
+    try:
+        [only] = svc.handle([{"data": data, "mode": "gradcam"}])
+        first = list(calls)
+        [both] = svc.handle([{"data": data, "mode": "gradcam,featuremaps"}])
+    finally:
+        handle.remove()
+    assert first == [1] and calls == [1, 1, 1]  # gradcam alone: one pass; with feature maps: one more
+    assert json.loads(only.body)["predictions"] == json.loads(both.body)["predictions"]
