@@ -40,7 +40,7 @@ from .capture import capture_outputs, restore_mode
 __all__ = ["SALIENCY_METHODS", "attribution_map", "deconv_projection", "saliency", "top1"]
 
 SALIENCY_METHODS = ("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet")
-_INTERNAL_BATCH = 32  # integrated gradients: inputs per forward pass, so steps x batch does not exhaust memory
+_INTERNAL_BATCH = 32  # inputs per forward pass for integrated gradients and SmoothGrad, to bound memory
 
 
 def top1(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +84,11 @@ def saliency(
         if method == "smoothgrad":
             sigma = noise * float(x.detach().max() - x.detach().min())
             tunnel = NoiseTunnel(Saliency(model))
-            return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, target=target).detach()
+            chunk = max(1, _INTERNAL_BATCH // len(x))  # noisy copies per pass, so samples x batch stays bounded
+            attributions = tunnel.attribute(
+                x, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=chunk, stdevs=sigma, target=target
+            )
+            return attributions.detach()
         if method == "integrated_gradients":
             base = torch.zeros_like(x) if baseline is None else baseline.expand_as(x).to(x)
             ig = IntegratedGradients(model)
