@@ -4,6 +4,8 @@
   python clients/viz_client.py cat.jpg --mode featuremaps,filters --layers features.0,features.8
   python clients/viz_client.py --model resnet18_viz --mode layers        # no image needed
   python clients/viz_client.py cat.jpg --raw --out pictures/              # also saves the .npy arrays
+  python clients/viz_client.py cat.jpg --mode gradcam --method gradcam++ --target "tiger cat"
+  python clients/viz_client.py shape.png --model shapes_viz --mode gradcam,saliency --method guided_backprop
 
 The token comes from --token, else $VIZ_TOKEN, else key_file.json in the folder TorchServe was started from.
 """
@@ -36,7 +38,14 @@ def main() -> int:
     p.add_argument("image", nargs="?", help="image file (JPEG, PNG, ...) or .npy float32 [3, H, W]")
     p.add_argument("--model", default="alexnet_viz")
     p.add_argument("--url", default="http://127.0.0.1:8080")
-    p.add_argument("--mode", default="classify", help="comma list: classify, featuremaps, filters, layers")
+    p.add_argument(
+        "--mode", default="classify", help="comma list: classify featuremaps filters layers gradcam saliency deconv"
+    )
+    p.add_argument(
+        "--method", help="gradcam, gradcam++, guided_gradcam; vanilla, smoothgrad, integrated_gradients, ..."
+    )
+    p.add_argument("--target", help="class index or label for gradcam and saliency (default: the top-1 class)")
+    p.add_argument("--layer", help="one layer for gradcam and deconv")
     p.add_argument("--layers", help="comma list of module names, e.g. features.0,features.10")
     p.add_argument("--channels", help="channels per picture (default 64) or 'all'")
     p.add_argument("--topk", help="how many classes (default 5)")
@@ -47,7 +56,8 @@ def main() -> int:
     p.add_argument("--key-file", default=str(ROOT / "key_file.json"))
     args = p.parse_args()
 
-    fields = {k: v for k, v in vars(args).items() if k in ("mode", "layers", "channels", "topk", "normalize") and v}
+    options = ("mode", "layers", "channels", "topk", "normalize", "method", "target", "layer")
+    fields = {k: v for k, v in vars(args).items() if k in options and v}
     if args.raw:
         fields["raw"] = "true"
     files = {"data": (Path(args.image).name, Path(args.image).read_bytes())} if args.image else None
@@ -79,6 +89,17 @@ def main() -> int:
             print(f"  saved {folder / name}.png  {entry['shape']}")
             if "raw" in entry:
                 (folder / f"{name}.npy").write_bytes(base64.b64decode(entry["raw"]))
+    for kind in ("gradcam", "saliency", "deconv"):
+        entry = out.get(kind)
+        if entry is None:
+            continue
+        about = entry.get("label", f"channel{entry.get('channel')}")
+        name = f"{stem}_{out['arch']}_{kind}_{entry.get('method', entry.get('layer'))}_{about}".replace(" ", "-")
+        for picture in ("image", "heatmap"):
+            (folder / f"{name}_{picture}.png").write_bytes(base64.b64decode(entry[picture]))
+        print(f"  saved {folder / name}_image.png, _heatmap.png  (max {entry['max']:.4g})")
+        if "raw" in entry:
+            (folder / f"{name}.npy").write_bytes(base64.b64decode(entry["raw"]))
     for layer in out.get("layers", []):
         print(f"  {layer['name']:<24} {layer['type']:<18} {layer['output_shape']}")
     return 0
