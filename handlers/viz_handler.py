@@ -22,6 +22,14 @@ def select_device(gpu_id) -> torch.device:
     return torch.device("cpu")
 
 
+def _send_progress(context, idx: int, chunk: bytes) -> None:
+    """One streamed progress chunk for request ``idx`` of the batch, through TorchServe's intermediate responses."""
+    from ts.handler_utils.utils import send_intermediate_predict_response  # only inside a TorchServe worker
+
+    context.set_response_content_type(idx, "application/json")
+    send_intermediate_predict_response({idx: chunk}, {idx: context.request_ids[idx]}, "progress", 200, context)
+
+
 class VizHandler:
     """Serves classification, feature maps, filters and the layer table for one model archive."""
 
@@ -41,7 +49,7 @@ class VizHandler:
         data = data or []
         # TorchServe's /explanations/{model} (and KServe's :explain) mark each request with this header.
         explain = [str(context.get_request_header(i, "explain")).lower() == "true" for i in range(len(data))]
-        replies = self.service.handle(data, explain)
+        replies = self.service.handle(data, explain, emit=lambda idx, chunk: _send_progress(context, idx, chunk))
         for idx, reply in enumerate(replies):
             context.set_response_status(reply.status, reply.phrase, idx)
             context.set_response_content_type(idx, reply.content_type)

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
-__all__ = ["b64", "grid_png", "heatmap_png", "matrix_png", "npy_bytes", "overlay_png", "rgb_png"]
+__all__ = [
+    "b64", "grid_png", "heatmap_png", "image_png", "matrix_png", "npy_bytes", "overlay_png", "preview_png", "rgb_png",
+]  # fmt: skip
 
 BACKGROUND = 0.12  # dark grey between tiles and behind labels
 LABEL_H = 12  # label band above each tile
@@ -178,3 +180,14 @@ def rgb_png(rgb: torch.Tensor) -> bytes:
     lo, hi = rgb.min(), rgb.max()
     scaled = (rgb - lo) / (hi - lo) if hi > lo else torch.zeros_like(rgb)
     return _png(_enlarge(_to_uint8(scaled.cpu())))
+
+
+def image_png(rgb: torch.Tensor) -> bytes:
+    """An image ``[3, H, W]`` in [0, 1] as it is (colours kept), enlarged for display like the other pictures."""
+    return _png(_enlarge(_to_uint8(rgb.detach().cpu())))
+
+
+def preview_png(images: torch.Tensor, side: int = 64) -> bytes:
+    """A small strip of images ``[K, 3, H, W]`` in [0, 1], each ``side`` px, for progress messages."""
+    small = F.interpolate(images.detach().float().cpu(), size=(side, side), mode="area")
+    return _png(_to_uint8(make_grid(small, nrow=len(small), padding=1, pad_value=BACKGROUND)))

@@ -18,13 +18,15 @@ from typing import Any
 
 from cnnviz import SALIENCY_METHODS, InvalidInput, InvalidOption, LayerTable
 
-__all__ = ["CAM_METHODS", "MODES", "OPTIONS", "Attribution", "VizRequest", "fields_of", "parse_request"]
+__all__ = [
+    "CAM_METHODS", "MODES", "OPTIONS", "Attribution", "Optimization", "VizRequest", "fields_of", "parse_request",
+]  # fmt: skip
 
 #: Modes, in the order their results appear. ``classify`` runs whenever an image is given.
-MODES = ("classify", "featuremaps", "filters", "layers", "gradcam", "saliency", "deconv")
-_NEEDS_IMAGE = {"classify", "featuremaps", "gradcam", "saliency", "deconv"}
+MODES = ("classify", "featuremaps", "filters", "layers", "gradcam", "saliency", "deconv", "actmax", "invert")
+_NEEDS_IMAGE = {"classify", "featuremaps", "gradcam", "saliency", "deconv", "invert"}
 # format=png returns the first picture of these modes, in this order
-_PICTURE_MODES = ("gradcam", "saliency", "deconv", "featuremaps", "filters")
+_PICTURE_MODES = ("gradcam", "saliency", "deconv", "actmax", "invert", "featuremaps", "filters")
 CAM_METHODS = ("gradcam", "gradcam++", "guided_gradcam")
 #: Every option a request may carry, with its default; anything else is refused so that typos do not pass silently.
 OPTIONS: dict[str, str] = {
@@ -44,11 +46,30 @@ OPTIONS: dict[str, str] = {
     "noise": "0.15 (smoothgrad)",
     "steps": "32 (integrated_gradients)",
     "baseline": "black (integrated_gradients)",
+    "y": "none: a whole channel (actmax: the unit's row)",
+    "x": "none: a whole channel (actmax: the unit's column)",
+    "param": "fft (actmax, invert)",
+    "optimizer": "adam (actmax, invert)",
+    "lr": "0.05 (actmax, invert)",
+    "size": "the model's input size (actmax, invert)",
+    "seed": "0 (actmax, invert)",
+    "init": "noise (actmax, invert): zeros, noise or image",
+    "init_weight": "0 (actmax with init=image)",
+    "l1": "0 (actmax, invert)",
+    "l2": "0 (actmax, invert)",
+    "tv": "0 for actmax, 0.05 for invert",
+    "blur_every": "0 (actmax, invert; pixel parameters)",
+    "transforms": "true for actmax, false for invert",
+    "stream": "false (actmax, invert): progress as newline-delimited JSON",
 }
 MAX_LAYERS = 16
 #: Caps of the attribution options, each ``(default, lowest, highest)``.
 SAMPLES, STEPS, NOISE = (16, 1, 64), (32, 1, 128), (0.15, 0.0, 1.0)
 BASELINES = ("black", "zero", "white")
+#: Caps of the optimization options (actmax, invert).
+OPT_STEPS, SIZE, LR, PENALTY, BLUR, SEED = (256, 1, 2048), (16, 512), (0.0, 10.0), (0.0, 100.0), (0, 1000), 2**31 - 1
+MAX_TARGETS = 64
+_OPTIMIZING = {"actmax", "invert"}
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
@@ -69,6 +90,18 @@ class Attribution:
 
 
 @dataclass(frozen=True)
+class Optimization:
+    """What actmax or invert was asked for. ``targets`` are ``(layer, channel, y, x)`` with layer ``""`` for the
+    model's classes; ``settings`` are keyword arguments of :class:`cnnviz.actmax.Settings`."""
+
+    targets: tuple[tuple[str, int, int | None, int | None], ...]
+    invert_layer: str
+    init: str
+    settings: dict[str, Any]
+    stream: bool
+
+
+@dataclass(frozen=True)
 class VizRequest:
     """One checked request. ``data`` is the raw input bytes (image or .npy) or ``None``."""
 
@@ -81,6 +114,7 @@ class VizRequest:
     format: str
     normalize: str
     attribution: Attribution | None = None
+    optimization: Optimization | None = None
 
     def wants(self, mode: str) -> bool:
         return mode in self.modes
@@ -177,9 +211,9 @@ def _float(name: str, value: Any, lo: float, hi: float) -> float:
     return x
 
 
-def _target(value: Any, labels: Sequence[str]) -> int:
+def _target(value: Any, labels: Sequence[str], name: str = "target") -> int:
     """A class index, or a label (case-insensitive), checked against this model's classes."""
-    text = _text("target", value)
+    text = _text(name, value)
     if re.fullmatch(r"\d{1,9}", text) and int(text) < len(labels):
         return int(text)
     folded = {label.lower(): i for i, label in enumerate(labels)}
@@ -187,7 +221,7 @@ def _target(value: Any, labels: Sequence[str]) -> int:
         return folded[text.lower()]
     close = difflib.get_close_matches(text.lower(), folded, n=3)
     hint = f"; did you mean {', '.join(repr(labels[folded[c]]) for c in close)}?" if close else ""
-    raise InvalidOption(f"option 'target' must be a class index 0..{len(labels) - 1} or a label of this model, "
+    raise InvalidOption(f"option {name!r} must be a class index 0..{len(labels) - 1} or a label of this model, "
                         f"got {text[:60]!r}{hint}")  # fmt: skip
 
 
@@ -207,7 +241,7 @@ def _attribution(fields: Mapping[str, Any], modes: set[str], table: LayerTable, 
     if "layer" in fields:
         [layer] = table.resolve([_text("layer", fields["layer"])], need="spatial") or [layer]
     channel = -1
-    if "channel" in fields:
+    if "channel" in fields and "deconv" in modes:
         limit = (table[layer].output_shape or (1,))[0] - 1
         channel = _int("channel", fields["channel"], 0, limit)
     return Attribution(
@@ -223,15 +257,88 @@ def _attribution(fields: Mapping[str, Any], modes: set[str], table: LayerTable, 
     )
 
 
+def _channels(value: Any, count: int, labels: Sequence[str] | None) -> list[int]:
+    """``3``, ``3,7,9``, ``0-15`` or a mix; class labels too when ``labels`` is given."""
+    out: list[int] = []
+    for part in _names("channel", value):
+        span = re.fullmatch(r"(\d{1,9})\s*-\s*(\d{1,9})", part)
+        if span:
+            lo, hi = int(span.group(1)), int(span.group(2))
+            if not lo <= hi < count:
+                raise InvalidOption(f"option 'channel': range {part!r} must lie within 0..{count - 1}")
+            out.extend(range(lo, hi + 1))
+        elif labels is not None:
+            out.append(_target(part, labels, "channel"))
+        else:
+            out.append(_int("channel", part, 0, count - 1))
+        if len(out) > MAX_TARGETS:
+            raise InvalidOption(
+                f"option 'channel' asks for more than {MAX_TARGETS} targets; at most {MAX_TARGETS} a request"
+            )
+    return out
+
+
+def _optimization(fields: Mapping[str, Any], modes: set[str], table: LayerTable, labels: Sequence[str]) -> Optimization:
+    actmax = "actmax" in modes
+    targets: list[tuple[str, int, int | None, int | None]] = []
+    if actmax:
+        if "channel" not in fields:
+            raise InvalidOption("mode actmax needs option 'channel': a class (index or label; with no 'layer'), or "
+                                "channels of 'layer' such as 3, 3,7,9 or 0-15")  # fmt: skip
+        layer = table.resolve([_text("layer", fields["layer"])])[0] if "layer" in fields else ""
+        shape = table[layer].output_shape if layer else (len(labels),)
+        if not shape:
+            raise InvalidOption(f"layer {layer!r} has no tensor output to maximize")
+        classes = not layer or tuple(shape) == (len(labels),)
+        channels = _channels(fields["channel"], shape[0], labels if classes else None)
+        y = x = None
+        if "y" in fields or "x" in fields:
+            if len(shape) != 3:
+                raise InvalidOption(f"options 'y' and 'x' pick a unit of a [C, H, W] layer; {layer or 'the output'} "
+                                    f"outputs {list(shape)}")  # fmt: skip
+            y = _int("y", fields.get("y", shape[1] // 2), 0, shape[1] - 1)
+            x = _int("x", fields.get("x", shape[2] // 2), 0, shape[2] - 1)
+        targets = [(layer, c, y, x) for c in channels]
+    invert_layer = ""
+    if "invert" in modes:
+        invert_layer = table.default_layers[-1] if "layer" not in fields or actmax else _text("layer", fields["layer"])
+        invert_layer = table.resolve([invert_layer], need="spatial")[0]
+    init = _choice("init", fields.get("init", "noise"), ("zeros", "noise", "image"))
+    if init == "image" and "data" not in fields:
+        raise InvalidInput("init=image starts from the uploaded image: send one in field 'data'")
+    only_invert = not actmax
+    settings = {
+        "size": _int("size", fields.get("size", table.input_shape[-1]), *SIZE),
+        "steps": _int("steps", fields.get("steps", OPT_STEPS[0]), *OPT_STEPS[1:]),
+        "param": _choice("param", fields.get("param", "fft"), ("fft", "pixel")),
+        "optimizer": _choice("optimizer", fields.get("optimizer", "adam"), ("adam", "sgd")),
+        "lr": _float("lr", fields.get("lr", 0.05), *LR),
+        "transforms": _bool("transforms", fields.get("transforms", not only_invert)),
+        "l1": _float("l1", fields.get("l1", 0.0), *PENALTY),
+        "l2": _float("l2", fields.get("l2", 0.0), *PENALTY),
+        "tv": _float("tv", fields.get("tv", 0.05 if only_invert else 0.0), *PENALTY),
+        "blur_every": _int("blur_every", fields.get("blur_every", 0), *BLUR),
+        "seed": _int("seed", fields.get("seed", 0), 0, SEED),
+        "init_weight": _float("init_weight", fields.get("init_weight", 0.0), *PENALTY),
+    }
+    if settings["lr"] <= 0:
+        raise InvalidOption("option 'lr' must be above 0")
+    stream = _bool("stream", fields.get("stream", False))
+    return Optimization(tuple(targets), invert_layer, init, settings, stream)
+
+
 _OPTION_MODES = {
     "method": ("gradcam", "saliency"),
     "target": ("gradcam", "saliency"),
-    "layer": ("gradcam", "deconv"),
-    "channel": ("deconv",),
+    "layer": ("gradcam", "deconv", "actmax", "invert"),
+    "channel": ("deconv", "actmax"),
     "samples": ("saliency",),
     "noise": ("saliency",),
-    "steps": ("saliency",),
+    "steps": ("saliency", "actmax", "invert"),
     "baseline": ("saliency",),
+    **{k: ("actmax",) for k in ("y", "x", "init_weight")},
+    **{k: ("actmax", "invert") for k in ("param", "optimizer", "lr", "size", "seed", "init", "l1", "l2", "tv")},
+    **{k: ("actmax", "invert") for k in ("blur_every", "transforms", "stream")},
 }
 
 
@@ -258,7 +365,7 @@ def parse_request(
         if need:
             raise InvalidInput(
                 f"mode {need[0]} needs an image: send it as the request body, as form field 'data', or as base64 "
-                f"in a JSON body's 'data' (modes without an image: filters, layers)"
+                f"in a JSON body's 'data' (modes without an image: filters, layers, actmax)"
             )
 
     topk = _int("topk", fields.get("topk", min(5, num_classes)), 1, min(1000, num_classes))
@@ -287,11 +394,13 @@ def parse_request(
 
     for option, users in _OPTION_MODES.items():
         if option in fields and not modes & set(users):
-            raise InvalidOption(f"option {option!r} is used by mode {' and '.join(users)}; add it to mode")
+            names = users[0] if len(users) == 1 else ", ".join(users[:-1]) + " and " + users[-1]
+            raise InvalidOption(f"option {option!r} is used by mode {names}; add it to mode")
     attribution = _attribution(fields, modes, table, labels) if modes & {"gradcam", "saliency", "deconv"} else None
+    optimization = _optimization(fields, modes, table, labels) if modes & _OPTIMIZING else None
 
     ordered = tuple(m for m in MODES if m in modes)
-    request = VizRequest(data, ordered, topk, layers, channels, raw, fmt, normalize, attribution)
+    request = VizRequest(data, ordered, topk, layers, channels, raw, fmt, normalize, attribution, optimization)
     if fmt == "png" and request.picture_mode is None:
         raise InvalidOption(f"format=png returns a picture: add one of the modes {', '.join(_PICTURE_MODES)}")
     return request

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from cnnviz import (
     rgb_filter_tiles,
     saliency,
 )
+from cnnviz.actmax import Settings, Target, actmax, invert
 
 from . import render
 from .decode import NPY_MAGIC, read_image, read_npy
@@ -51,6 +53,9 @@ class Limits:
     max_image_pixels: int = 50_000_000  # refused from the image header, before decoding
     max_input_side: int = 1024  # largest H or W of a .npy input
     max_response_bytes: int = 64 * 1024 * 1024  # keep equal to TorchServe's max_response_size
+    # Optimizations (actmax, invert) of one batch stop after this many seconds and answer with what they have;
+    # keep it well below TorchServe's responseTimeout (120 s), which would kill the worker instead.
+    max_busy_seconds: int = 90
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Limits:
@@ -131,9 +136,16 @@ class VizService:
 
     # -- the batch ----------------------------------------------------------------------------------------------
 
-    def handle(self, items: Sequence[Mapping[str, Any]], explain: Sequence[bool] | None = None) -> list[Reply]:
+    def handle(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        explain: Sequence[bool] | None = None,
+        emit: Callable[[int, bytes], None] | None = None,
+    ) -> list[Reply]:
         """One reply per item, in order. Never raises for a bad request; an unexpected failure of one request
-        becomes its own 500 reply. ``explain[i]`` (an ``/explanations`` call) adds mode gradcam to item ``i``."""
+        becomes its own 500 reply. ``explain[i]`` (an ``/explanations`` call) adds mode gradcam to item ``i``.
+        ``emit(i, chunk)`` sends a progress chunk of request ``i`` ahead of its reply (``stream=true``)."""
+        deadline = time.monotonic() + self.limits.max_busy_seconds
         replies: list[Reply | None] = [None] * len(items)
         jobs: dict[int, tuple[VizRequest, torch.Tensor | None]] = {}
         for i, item in enumerate(items):
@@ -150,6 +162,13 @@ class VizService:
         # A gradient pass already classified its requests: only feature maps need the plain forward pass then.
         plain = {i: job for i, job in jobs.items() if i not in predicted or job[0].wants("featuremaps")}
         outputs = self._run_batches(plain, replies)
+        for i, (req, x) in jobs.items():
+            if req.optimization is not None and replies[i] is None:
+                try:
+                    explained.setdefault(i, {}).update(self._optimize(req, x, deadline, emit, i))
+                except Exception:
+                    log.exception("request %d: optimization failed", i)
+                    replies[i] = self._internal_error()
         for i, (req, _) in jobs.items():
             if replies[i] is not None:
                 continue
@@ -289,6 +308,78 @@ class VizService:
             entries.append((entry, None))
         return entries
 
+    def _optimize(self, req: VizRequest, x: torch.Tensor | None, deadline: float, emit, i: int) -> dict[str, Any]:
+        """actmax (all targets of the request as one batch) and invert, within what is left of the time budget."""
+        o = req.optimization
+        base = dict(o.settings, mean=tuple(self.mean.flatten().tolist()), std=tuple(self.std.flatten().tolist()))
+        seen = None if x is None else (x * self.std + self.mean).clamp(0, 1)  # the uploaded image in [0, 1]
+        if o.init == "image":
+            base["init"] = seen
+        elif o.init == "zeros":
+            base["init_noise"] = 0.0
+        elif base["param"] == "pixel":
+            base["init_noise"] = 0.1  # fft's default noise is Lucid's 0.01
+        out: dict[str, Any] = {}
+        progress = self._streamer(req, emit, i) if (o.stream and emit is not None) else None
+        if o.targets:
+            targets = [Target(layer, c, y, xx) for layer, c, y, xx in o.targets]
+            settings = Settings(**base, budget_s=max(0.0, deadline - time.monotonic()))
+            result = actmax(self.model, targets, settings, progress and progress("actmax"))
+            out["actmax"] = [
+                self._optimized_entry(
+                    req,
+                    result,
+                    k,
+                    layer=t.layer or "classes",
+                    channel=t.channel,
+                    **({"label": self.labels[t.channel]} if not t.layer else {}),
+                    **({"y": t.y, "x": t.x} if t.y is not None else {}),
+                )  # fmt: skip
+                for k, t in enumerate(targets)
+            ]
+        if o.invert_layer:
+            settings = Settings(**base, budget_s=max(0.0, deadline - time.monotonic()))
+            result = invert(self.model, x.to(self.device), o.invert_layer, settings, progress and progress("invert"))
+            # invert maximizes minus the relative error: report the error itself
+            out["invert"] = self._optimized_entry(req, result, 0, names=("start_error", "error"), sign=-1.0,
+                                                  layer=o.invert_layer)  # fmt: skip
+        return out
+
+    def _optimized_entry(
+        self, req: VizRequest, result, k: int, names=("start", "end"), sign: float = 1.0, **about
+    ) -> dict[str, Any]:
+        entry = {
+            **about,
+            names[0]: sign * float(result.start[k]),
+            names[1]: sign * float(result.end[k]),
+            "steps": result.steps,
+            "seconds": round(result.seconds, 3),
+            "stopped_early": result.stopped_early,
+            "image": render.image_png(result.images[k]),
+        }
+        if req.raw:
+            entry["raw"] = render.npy_bytes(result.images[k])
+        return entry
+
+    def _streamer(self, req: VizRequest, emit, i: int):
+        """Progress chunks (newline-delimited JSON): the objective every ~1/32 of the steps, a preview every ~1/8."""
+        total = req.optimization.settings["steps"]
+        every, preview_every = max(1, total // 32), max(1, total // 8)
+
+        def for_mode(mode: str):
+            def progress(step: int, values: torch.Tensor, images) -> None:
+                if step % every and step != total:
+                    return
+                chunk: dict[str, Any] = {"mode": mode, "step": step, "steps": total, "objective": values.tolist()}
+                if step % preview_every == 0:
+                    with torch.no_grad():
+                        chunk["preview"] = render.b64(render.preview_png(images()[:16].detach()))
+                emit(i, (json.dumps(chunk) + "\n").encode())
+
+            return progress
+
+        return for_mode
+
     def _attribution_entry(self, req, x, heat, target, probs, **about) -> dict[str, Any]:
         """Pictures and numbers for one map ``heat [H, W]`` (>= 0) of input ``x [3, H, W]``."""
         top = float(heat.max())
@@ -339,6 +430,8 @@ class VizService:
             picture = out[req.picture_mode]
             return Reply(200, (picture[0] if isinstance(picture, list) else picture)["image"], "image/png")
         body = json.dumps(out, default=render.b64).encode()  # pictures and arrays are bytes until here
+        if req.optimization is not None and req.optimization.stream:
+            body += b"\n"  # the last line of a newline-delimited JSON stream
         if len(body) > self.limits.max_response_bytes:
             raise InputTooLarge(
                 f"the response would be {len(body) / 2**20:.1f} MiB, over this server's limit of "

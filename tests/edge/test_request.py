@@ -53,7 +53,11 @@ def test_modes_without_an_image(table):
     [
         ({"mode": "gradcams"}, InvalidOption, "unknown mode 'gradcams'; modes: classify, featuremaps, filters, layers"),
         ({"layr": "features.0"}, InvalidOption, "unknown option 'layr'; options: data, mode, topk, layers"),
-        ({"layer": "features.0"}, InvalidOption, "option 'layer' is used by mode gradcam and deconv; add it"),
+        (
+            {"layer": "features.0"},
+            InvalidOption,
+            "option 'layer' is used by mode gradcam, deconv, actmax and invert; add it",
+        ),
         ({"topk": "abc"}, InvalidOption, r"'topk' must be a whole number in 1\.\.1000, got 'abc'"),
         ({"topk": "0"}, InvalidOption, r"'topk' must be a whole number in 1\.\.1000, got '0'"),
         ({"topk": "1001"}, InvalidOption, r"'topk' must be a whole number in 1\.\.1000, got '1001'"),
@@ -101,6 +105,8 @@ def test_every_option_has_a_documented_default():
     assert set(OPTIONS) == {
         "data", "mode", "topk", "layers", "channels", "raw", "format", "normalize",
         "method", "target", "layer", "channel", "samples", "noise", "steps", "baseline",
+        "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
+        "transforms", "stream",
     }  # fmt: skip
 
 

@@ -1,0 +1,358 @@
+"""Activation maximization ("preferred images"): parameterization -> transforms -> model -> objective.
+
+K targets are optimized together as one batch: one forward and one backward per step for all K images, each row
+with its own objective (rows never mix, so each row's gradient is its own).
+
+- Parameterization: the image lives in [0, 1] (a sigmoid of the parameters) and is normalized inside the graph.
+  ``pixel`` parameters are the image's logits; ``fft`` parameters are a Fourier spectrum scaled by 1/frequency and
+  colour-decorrelated, as in Lucid (Olah et al. 2017) and lucent, with their constants.
+- Transforms (transformation robustness): pad, jitter, scale, rotate, jitter, drawn anew each step, the same for the
+  whole batch (lucent's defaults, scaled to the image size).
+- Objectives: a channel's mean activation, one unit's activation, or a class's log-probability (log-softmax, as
+  the seed notebooks' cross-entropy loss does). Departure from Lucid, which maximizes the logit: a logit can rise
+  while other classes rise faster, and the image is then not recognized as its class.
+- Regularizers: L2 decay and L1 ("no ink") towards mid-grey, total variation, a pull towards an initial image, and a
+  Gaussian blur of pixel parameters every k steps (cnnpref). Departure: the blur is not applied to ``fft`` parameters,
+  whose 1/f scaling already favours low frequencies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .capture import capture_outputs, restore_mode
+
+__all__ = [
+    "ActmaxResult", "Settings", "Target", "actmax", "fft_image", "invert", "pixel_image", "robustness_transforms",
+]  # fmt: skip
+
+# Lucid's colour correlation (square root of the ImageNet colour covariance, by SVD), normalized by its largest norm.
+_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+_COLOR = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+_FFT_MAGIC = 4.0  # lucent/Lucid's divisor that keeps the initial image's contrast low
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one row maximizes: ``layer`` channel ``channel`` (mean over space), or unit (``y``, ``x``) of it; a class
+    is the last layer's channel (its logit)."""
+
+    layer: str
+    channel: int
+    y: int | None = None
+    x: int | None = None
+
+
+@dataclass
+class ActmaxResult:
+    images: torch.Tensor  # [K, 3, H, W] in [0, 1]
+    start: torch.Tensor  # [K] objective on the first image, before any step
+    end: torch.Tensor  # [K] objective on the final image
+    steps: int
+    seconds: float
+    stopped_early: bool
+
+
+# -- parameterizations: each returns (parameters to optimize, a function giving images [K, 3, H, W] in [0, 1]) --------
+
+
+def _to_rgb(t: torch.Tensor, decorrelate: bool) -> torch.Tensor:
+    if decorrelate:
+        t = torch.einsum("kchw,dc->kdhw", t, _COLOR.to(t))
+    return torch.sigmoid(t)
+
+
+def _from_rgb(img: torch.Tensor, decorrelate: bool) -> torch.Tensor:
+    t = torch.logit(img.clamp(1e-3, 1 - 1e-3))
+    if decorrelate:
+        t = torch.einsum("kdhw,cd->kchw", t, torch.linalg.inv(_COLOR).to(t))
+    return t
+
+
+def pixel_image(
+    k: int, size: int, *, init: torch.Tensor | None = None, sd: float = 0.0, decorrelate: bool = True,
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:  # fmt: skip
+    """Pixels as logits. ``init`` ``[3, H, W]`` in [0, 1] starts every row from that image; else ``sd`` * noise
+    (0: uniform mid-grey, the seed notebooks' zero image)."""
+    if init is not None:
+        param = _from_rgb(init.to(device)[None].expand(k, -1, -1, -1).clone(), decorrelate)
+    else:
+        param = torch.randn(k, 3, size, size, generator=generator).to(device) * sd
+    param.requires_grad_(True)
+    return [param], lambda: _to_rgb(param, decorrelate)
+
+
+def _freqs(size: int, device) -> torch.Tensor:
+    fy = torch.fft.fftfreq(size, device=device)[:, None]
+    fx = torch.fft.rfftfreq(size, device=device)[None, :]
+    return torch.sqrt(fx * fx + fy * fy)
+
+
+def fft_image(
+    k: int, size: int, *, init: torch.Tensor | None = None, sd: float = 0.01, decay_power: float = 1.0,
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:  # fmt: skip
+    """A decorrelated Fourier spectrum, scaled by ``1 / max(f, 1/size) ** decay_power`` (Lucid's ``fft_image``)."""
+    scale = 1.0 / torch.clamp(_freqs(size, device), min=1.0 / size) ** decay_power
+    if init is not None:
+        t = _from_rgb(init.to(device)[None].expand(k, -1, -1, -1), True) * _FFT_MAGIC
+        spec = torch.view_as_real(torch.fft.rfft2(t, norm="ortho") / scale).clone()
+    else:
+        spec = torch.randn(k, 3, size, size // 2 + 1, 2, generator=generator).to(device) * sd
+    spec.requires_grad_(True)
+
+    def image() -> torch.Tensor:
+        t = torch.fft.irfft2(torch.view_as_complex(spec) * scale, s=(size, size), norm="ortho") / _FFT_MAGIC
+        return _to_rgb(t, True)
+
+    return [spec], image
+
+
+# -- transforms ----------------------------------------------------------------------------------------------------
+
+
+def robustness_transforms(size: int, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """lucent's default robustness, in pixels scaled from 224: pad 12 (grey), jitter 8, scale 0.9..1.1,
+    rotate -10..10 degrees, jitter 4. One random draw per call, shared by the batch."""
+    s = size / 224
+
+    def ints(n: int) -> int:
+        return int(torch.randint(0, max(1, n), (1,), generator=generator))
+
+    def jitter(x: torch.Tensor, d: int) -> torch.Tensor:
+        if d < 1:
+            return x
+        dy, dx = ints(d), ints(d)
+        return x[..., dy : x.shape[-2] - d + dy, dx : x.shape[-1] - d + dx]
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        pad = round(12 * s)
+        x = F.pad(x, (pad, pad, pad, pad), value=0.5)
+        x = jitter(x, round(8 * s))
+        scale = 1 + (ints(11) - 5) / 50
+        angle = math.radians(ints(21) - 10)
+        cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype, device=x.device)
+        grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return jitter(x, round(4 * s))
+
+    return apply
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
+    r = max(1, math.ceil(2 * sigma))
+    k = torch.exp(-((torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2) / 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _total_variation(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3)) + (x[..., :, 1:] - x[..., :, :-1]).abs().mean(
+        (1, 2, 3)
+    )
+
+
+# -- the objective -------------------------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Raised by the hook once every target layer has run: the layers above are not needed."""
+
+
+def _objective(model, layers, targets, x, needs_all, native: dict[str, tuple[int, int]]) -> torch.Tensor:
+    """Per-row objective ``[K]``, from one forward pass of ``x``. ``native`` holds each layer's spatial size for
+    the untransformed image (filled on the first call); units are taken at the same relative place."""
+    modules = dict(model.named_modules())
+    outputs: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str):
+        def hook(_m, _a, output):
+            outputs[name] = output
+            if not needs_all and len(outputs) == len(layers):
+                raise _Stop
+            return output.clone()  # in-place ops downstream change the copy, not the layer's own output
+
+        return hook
+
+    handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
+    try:
+        outputs[""] = model(x).log_softmax(dim=-1)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    values = []
+    for k, t in enumerate(targets):
+        out = outputs[t.layer][k, t.channel]
+        if out.dim() == 0:
+            values.append(out)
+            continue
+        h, w = out.shape[-2:]
+        base_h, base_w = native.setdefault(t.layer, (h, w))
+        if t.y is None:
+            values.append(out.mean())
+        else:
+            values.append(out[min(h - 1, t.y * h // base_h), min(w - 1, t.x * w // base_w)])
+    return torch.stack(values)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to optimize (defaults in brackets).
+
+    size [224]: image side. steps [256]. param ["fft"] or "pixel". optimizer ["adam"] or "sgd" (momentum 0.9), lr
+    [0.05]. transforms [True]: :func:`robustness_transforms` each step. l2, l1 [0]: penalties on ``image - 0.5``;
+    tv [0]: total variation; blur_every [0]: blur pixel parameters every this many steps. init [None]: ``[3, H, W]``
+    in [0, 1] to start from (DeepDream-like), init_weight [0] pulls the result towards it; without it init_noise
+    [None: 0 for pixels, mid-grey as the seed notebooks' zero image; Lucid's 0.01 for fft]. seed [0]: noise and
+    transforms repeat. mean, std [ImageNet]: normalization inside the graph. budget_s [None]: stop after this many
+    seconds and return what there is.
+    """
+
+    size: int = 224
+    steps: int = 256
+    param: str = "fft"
+    optimizer: str = "adam"
+    lr: float = 0.05
+    transforms: bool = True
+    l2: float = 0.0
+    l1: float = 0.0
+    tv: float = 0.0
+    blur_every: int = 0
+    init: torch.Tensor | None = None
+    init_noise: float | None = None
+    init_weight: float = 0.0
+    seed: int = 0
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    budget_s: float | None = None
+
+
+Progress = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
+
+
+def _optimize(
+    model: nn.Module, k: int, objective: Callable[[torch.Tensor], torch.Tensor], cfg: Settings,
+    progress: Progress | None,
+) -> ActmaxResult:  # fmt: skip
+    """The loop shared by :func:`actmax` and :func:`invert`: ``objective`` maps a normalized batch to ``[K]``."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    init = cfg.init
+    if init is not None and tuple(init.shape[-2:]) != (cfg.size, cfg.size):
+        init = F.interpolate(init[None], size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)[0]
+    noise = cfg.init_noise if cfg.init_noise is not None else (0.01 if cfg.param == "fft" else 0.0)
+    make = {"fft": fft_image, "pixel": pixel_image}[cfg.param]
+    params, image = make(k, cfg.size, init=init, sd=noise, generator=gen, device=device)
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    jitter = robustness_transforms(cfg.size, gen) if cfg.transforms else (lambda x: x)
+    m = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1)
+    anchor = init.to(device)[None] if init is not None else None
+
+    def score(img: torch.Tensor) -> torch.Tensor:
+        return objective((img - m) / s)
+
+    started = time.perf_counter()
+    stopped, done = False, 0
+    frozen = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)  # gradients flow to the image only
+        with restore_mode(model, train=False), torch.enable_grad():
+            with torch.no_grad():
+                start = score(image()).detach()
+            for step in range(cfg.steps):
+                if cfg.budget_s is not None and time.perf_counter() - started > cfg.budget_s:
+                    stopped = True
+                    break
+                img = image()
+                value = score(jitter(img))
+                penalty = cfg.l2 * ((img - 0.5) ** 2).mean((1, 2, 3)) + cfg.l1 * (img - 0.5).abs().mean((1, 2, 3))
+                penalty = penalty + cfg.tv * _total_variation(img)
+                if anchor is not None and cfg.init_weight:
+                    penalty = penalty + cfg.init_weight * ((img - anchor) ** 2).mean((1, 2, 3))
+                opt.zero_grad(set_to_none=True)
+                (penalty - value).sum().backward()  # rows are independent: each row gets its own gradient
+                opt.step()
+                if cfg.blur_every and cfg.param == "pixel" and (step + 1) % cfg.blur_every == 0:
+                    with torch.no_grad():
+                        params[0].copy_(_gaussian_blur(params[0]))
+                done = step + 1
+                if progress is not None:
+                    progress(done, value.detach(), image)
+            with torch.no_grad():
+                final = image().detach()
+                end = score(final).detach()
+    finally:
+        for p, was in zip(model.parameters(), frozen, strict=True):
+            p.requires_grad_(was)
+    return ActmaxResult(final, start, end, done, time.perf_counter() - started, stopped)
+
+
+def actmax(
+    model: nn.Module, targets: Sequence[Target], settings: Settings = Settings(), progress: Progress | None = None
+) -> ActmaxResult:
+    """One image per target, optimized together as one batch.
+
+    ``targets``: layer names from ``model.named_modules()``; ``""`` is the model's output (class targets, their
+    log-probability). ``progress`` is called after each step with ``(step, objective [K], images_fn)``. The model
+    runs in eval mode (restored after) and its parameters get no gradients.
+    """
+    layers = sorted({t.layer for t in targets if t.layer})
+    needs_all = any(not t.layer for t in targets)
+    native: dict[str, tuple[int, int]] = {}
+    return _optimize(
+        model, len(targets), lambda x: _objective(model, layers, targets, x, needs_all, native), settings, progress
+    )
+
+
+def invert(
+    model: nn.Module, x: torch.Tensor, layer: str, settings: Settings = Settings(transforms=False, tv=0.05),
+    progress: Progress | None = None,
+) -> ActmaxResult:  # fmt: skip
+    """Feature inversion (Mahendran & Vedaldi 2015, as the seeds' "reconstruct by optimizer"): an image whose output
+    at ``layer`` matches that of ``x`` (normalized ``[3, H, W]``). The objective is minus the relative squared error
+    ``|f(image) - f(x)|^2 / |f(x)|^2``, so ``result.end`` is minus the final match error; the default smoothness prior
+    is total variation (``tv=0.05``), without transforms."""
+    with torch.no_grad(), capture_outputs(model, [layer]) as out:
+        model(x[None])
+    goal = out[layer]
+    norm = goal.pow(2).sum().clamp_min(1e-12)
+    modules = dict(model.named_modules())
+
+    def objective(batch: torch.Tensor) -> torch.Tensor:
+        got: dict[str, torch.Tensor] = {}
+
+        def hook(_m, _a, output):
+            got["f"] = output
+            raise _Stop
+
+        handle = modules[layer].register_forward_hook(hook)
+        try:
+            model(batch)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        f = got["f"]
+        if f.shape[-2:] != goal.shape[-2:]:  # transforms change the size
+            f = F.interpolate(f, size=goal.shape[-2:], mode="bilinear", align_corners=False)
+        return -((f - goal) ** 2).flatten(1).sum(1) / norm
+
+    return _optimize(model, 1, objective, settings, progress)
