@@ -4,6 +4,7 @@ A core free of any model server: it never imports TorchServe, takes its device f
 of PNG or base64 (the edge, :mod:`vizserve`, does that).
 """
 
+from .actmax import ActmaxResult, Settings, Target, actmax, invert
 from .attributions import SALIENCY_METHODS, attribution_map, deconv_projection, saliency, top1
 from .cam import BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, capture_for_gradient
 from .capture import capture_outputs, restore_mode
@@ -25,6 +26,11 @@ from .visuals import diverging, featuremap_tiles, kernel_matrix, rgb_filter_tile
 
 __all__ = [
     "ARCHITECTURES",
+    "ActmaxResult",
+    "Settings",
+    "Target",
+    "actmax",
+    "invert",
     "SALIENCY_METHODS",
     "BaseCAM",
     "CamResult",

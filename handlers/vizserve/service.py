@@ -23,16 +23,19 @@ from cnnviz import (
     GradCAMPlusPlus,
     InputTooLarge,
     LayerTable,
+    Settings,
+    Target,
     VizError,
+    actmax,
     attribution_map,
     deconv_projection,
     featuremap_tiles,
     forward,
+    invert,
     kernel_matrix,
     rgb_filter_tiles,
     saliency,
 )
-from cnnviz.actmax import Settings, Target, actmax, invert
 
 from . import render
 from .decode import NPY_MAGIC, read_image, read_npy

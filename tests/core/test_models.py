@@ -18,7 +18,7 @@ from cnnviz import (
 
 def test_public_api_is_exactly_all():
     public = {n for n in dir(cnnviz) if not n.startswith("_")} - {
-        "attributions", "cam", "capture", "errors", "inference", "layers", "models", "visuals",
+        "actmax", "attributions", "cam", "capture", "errors", "inference", "layers", "models", "visuals",
     }  # fmt: skip
     assert public == set(cnnviz.__all__)
 
