@@ -227,3 +227,21 @@ def test_gradcam_png_as_curl_gets_it(server):
     from PIL import Image
 
     assert Image.open(io.BytesIO(r.content)).size == (224, 224)
+
+
+def test_actmax_streams_progress_then_the_images(server):
+    r = requests.post(f"{server.url}/predictions/shapes_viz", headers=server.auth(), stream=True, timeout=120,
+                      data={"mode": "actmax", "channel": "circle,square", "steps": "16", "stream": "true"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    lines = [json.loads(line) for line in r.iter_lines() if line]
+    progress, final = lines[:-1], lines[-1]
+    assert [p["step"] for p in progress] == list(range(1, 17))
+    assert all(len(p["objective"]) == 2 for p in progress) and any("preview" in p for p in progress)
+    assert [e["label"] for e in final["actmax"]] == ["circle", "square"]
+    assert all(e["steps"] == 16 and e["end"] > e["start"] for e in final["actmax"])
+
+
+def test_actmax_without_streaming_is_one_json(server):
+    r = server.post("shapes_viz", data={"mode": "actmax", "layer": "features.3", "channel": "0-3", "steps": "8"})
+    assert r.status_code == 200, r.text
+    assert [e["channel"] for e in r.json()["actmax"]] == [0, 1, 2, 3]
