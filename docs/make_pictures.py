@@ -12,16 +12,18 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
+from torchvision.utils import make_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
 from cnnviz import build_model, imagenet_weights, random_state_dict  # noqa: E402
 from examples.shapes.model import ShapesNet  # noqa: E402
-from examples.shapes.shapes_data import CLASSES, MEAN, STD, make_shapes  # noqa: E402
-from vizserve import VizService  # noqa: E402
+from examples.shapes.shapes_data import CLASSES, MEAN, STD, make_shapes, normalize  # noqa: E402
+from vizserve import VizService, render  # noqa: E402
 from vizserve.loading import preprocessing  # noqa: E402
 
 SHAPES = {  # picture: (class to draw, fields)
@@ -49,6 +51,16 @@ def shapes_pictures() -> None:
         path = ROOT / "docs" / f"shapes_{name}.png"
         path.write_bytes(reply.body)
         print(path.relative_to(ROOT))
+    [reply] = svc.handle([{"mode": "actmax", "channel": "0-5", "raw": "true"}])
+    entries = json.loads(reply.body)["actmax"]
+    images = torch.stack([torch.from_numpy(np.load(io.BytesIO(base64.b64decode(e["raw"])))) for e in entries])
+    with torch.no_grad():
+        probs = model(normalize(images)).softmax(-1).diagonal()
+    print("actmax class probabilities:", [round(float(p), 4) for p in probs])
+    grid = make_grid(torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest"), nrow=6, padding=2)
+    path = ROOT / "docs" / "shapes_actmax.png"
+    path.write_bytes(render._png(render._to_uint8(grid)))
+    print(path.relative_to(ROOT))
 
 
 def main() -> None:

@@ -238,6 +238,7 @@ class Settings:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     budget_s: float | None = None
+    precision: str = "float32"
 
 
 Progress = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
@@ -265,8 +266,12 @@ def _optimize(
     s = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1)
     anchor = init.to(device)[None] if init is not None else None
 
+    half = cfg.precision == "bfloat16"
+
     def score(img: torch.Tensor) -> torch.Tensor:
-        return objective((img - m) / s)
+        x = ((img - m) / s).contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=half):
+            return objective(x).float()
 
     started = time.perf_counter()
     stopped, done = False, 0

@@ -61,6 +61,7 @@ OPTIONS: dict[str, str] = {
     "blur_every": "0 (actmax, invert; pixel parameters)",
     "transforms": "true for actmax, false for invert",
     "stream": "false (actmax, invert): progress as newline-delimited JSON",
+    "precision": "auto (actmax, invert): bfloat16 where the hardware supports it, else float32",
 }
 MAX_LAYERS = 16
 #: Caps of the attribution options, each ``(default, lowest, highest)``.
@@ -320,6 +321,7 @@ def _optimization(fields: Mapping[str, Any], modes: set[str], table: LayerTable,
         "blur_every": _int("blur_every", fields.get("blur_every", 0), *BLUR),
         "seed": _int("seed", fields.get("seed", 0), 0, SEED),
         "init_weight": _float("init_weight", fields.get("init_weight", 0.0), *PENALTY),
+        "precision": _choice("precision", fields.get("precision", "auto"), ("auto", "float32", "bfloat16")),
     }
     if settings["lr"] <= 0:
         raise InvalidOption("option 'lr' must be above 0")
@@ -338,7 +340,7 @@ _OPTION_MODES = {
     "baseline": ("saliency",),
     **{k: ("actmax",) for k in ("y", "x", "init_weight")},
     **{k: ("actmax", "invert") for k in ("param", "optimizer", "lr", "size", "seed", "init", "l1", "l2", "tv")},
-    **{k: ("actmax", "invert") for k in ("blur_every", "transforms", "stream")},
+    **{k: ("actmax", "invert") for k in ("blur_every", "transforms", "stream", "precision")},
 }
 
 

@@ -81,6 +81,16 @@ class Reply:
         return cls(err.status, json.dumps(err.as_dict()).encode())
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX for oneDNN)."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def smallest_input_side(model: nn.Module, device: torch.device, upper: int = 224) -> int:
     """The smallest square input side the model accepts, by bisection (pooling layers set a floor)."""
 
@@ -136,6 +146,7 @@ class VizService:
         self.layer_list = [info.as_dict() for info in self.table]
         self.min_side = smallest_input_side(model, device, upper=max(input_shape[1:]))
         self.modules = dict(model.named_modules())
+        self._bf16 = bf16_is_fast(device)
 
     # -- the batch ----------------------------------------------------------------------------------------------
 
@@ -315,6 +326,8 @@ class VizService:
         """actmax (all targets of the request as one batch) and invert, within what is left of the time budget."""
         o = req.optimization
         base = dict(o.settings, mean=tuple(self.mean.flatten().tolist()), std=tuple(self.std.flatten().tolist()))
+        if base["precision"] == "auto":
+            base["precision"] = "bfloat16" if self._bf16 else "float32"
         seen = None if x is None else (x * self.std + self.mean).clamp(0, 1)  # the uploaded image in [0, 1]
         if o.init == "image":
             base["init"] = seen

@@ -89,3 +89,10 @@ def test_inversion_matches_the_layer(shapes):
                                                                           tv=0.05, mean=MEAN, std=STD))  # fmt: skip
     start_error, error = -result.start.item(), -result.end.item()
     assert start_error > 0.5 and error < 0.2
+
+
+def test_bfloat16_autocast_optimizes_too(alexnet):
+    targets = [Target("features.10", c) for c in range(4)]
+    result = actmax(alexnet, targets, Settings(size=96, steps=30, lr=0.1, transforms=False, precision="bfloat16"))
+    assert result.images.dtype == torch.float32 and result.end.dtype == torch.float32
+    assert (result.end > result.start).all()

@@ -131,3 +131,13 @@ def test_target_count_cap():
         parse_request({"mode": "actmax", "layer": "features.10", "channel": "0-64"}, table, labels)
     ok = parse_request({"mode": "actmax", "layer": "features.10", "channel": "0-63"}, table, labels)
     assert len(ok.optimization.targets) == 64
+
+
+def test_precision_auto_resolves_to_what_the_device_does_well(svc):
+    from vizserve.service import bf16_is_fast
+
+    req = parse_request({"mode": "actmax", "channel": "1"}, svc.table, CLASSES)
+    assert req.optimization.settings["precision"] == "auto"
+    assert isinstance(bf16_is_fast(torch.device("cpu")), bool)
+    [reply] = svc.handle([{"mode": "actmax", "channel": "1", "steps": "2", "precision": "float32"}])
+    assert reply.status == 200

@@ -106,7 +106,7 @@ def test_every_option_has_a_documented_default():
         "data", "mode", "topk", "layers", "channels", "raw", "format", "normalize",
         "method", "target", "layer", "channel", "samples", "noise", "steps", "baseline",
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
-        "transforms", "stream",
+        "transforms", "stream", "precision",
     }  # fmt: skip
 
 
