@@ -6,6 +6,7 @@
   python clients/viz_client.py cat.jpg --raw --out pictures/              # also saves the .npy arrays
   python clients/viz_client.py cat.jpg --mode gradcam --method gradcam++ --target "tiger cat"
   python clients/viz_client.py shape.png --model shapes_viz --mode gradcam,saliency --method guided_backprop
+  python clients/viz_client.py --mode actmax --layer features.10 --channel 0-15 --stream --out pictures/
 
 The token comes from --token, else $VIZ_TOKEN, else key_file.json in the folder TorchServe was started from.
 """
@@ -50,22 +51,26 @@ def main() -> int:
     p.add_argument("--channels", help="channels per picture (default 64) or 'all'")
     p.add_argument("--topk", help="how many classes (default 5)")
     p.add_argument("--normalize", choices=("channel", "layer"))
+    p.add_argument("--channel", help="actmax targets: 3, 3,7,9, 0-15, or class labels")
+    p.add_argument("--steps", help="actmax/invert steps (default 256)")
+    p.add_argument("--stream", action="store_true", help="show progress while actmax/invert runs")
     p.add_argument("--raw", action="store_true", help="also save the arrays as .npy")
     p.add_argument("--out", default=".", help="folder for the pictures (default: here)")
     p.add_argument("--token")
     p.add_argument("--key-file", default=str(ROOT / "key_file.json"))
     args = p.parse_args()
 
-    options = ("mode", "layers", "channels", "topk", "normalize", "method", "target", "layer")
+    options = ("mode", "layers", "channels", "topk", "normalize", "method", "target", "layer", "channel", "steps")
     fields = {k: v for k, v in vars(args).items() if k in options and v}
     if args.raw:
         fields["raw"] = "true"
+    if args.stream:
+        fields["stream"] = "true"
     files = {"data": (Path(args.image).name, Path(args.image).read_bytes())} if args.image else None
     url = f"{args.url}/predictions/{args.model}"
     try:
-        r = requests.post(
-            url, data=fields, files=files, headers={"Authorization": f"Bearer {token(args)}"}, timeout=300
-        )
+        r = requests.post(url, data=fields, files=files, headers={"Authorization": f"Bearer {token(args)}"},
+                          timeout=300, stream=args.stream)  # fmt: skip
     except requests.ConnectionError:
         sys.exit(f"cannot reach {args.url}: is the server running? (./serve.sh)")
     if r.status_code != 200:
@@ -75,7 +80,23 @@ def main() -> int:
             err = {"message": r.text}
         hint = " (keys expire: restart with ./serve.sh or read the new key_file.json)" if "Token" in r.text else ""
         sys.exit(f"HTTP {r.status_code}: {err.get('message', err)}{hint}")
-    out = r.json()
+    if args.stream:
+        out = None
+        for line in r.iter_lines():
+            if not line:
+                continue
+            message = json.loads(line)
+            if "step" in message:
+                best = max(message["objective"])
+                print(f"\r  {message['mode']}: step {message['step']}/{message['steps']}  best objective {best:.4g}",
+                      end="", flush=True)  # fmt: skip
+            else:
+                out = message
+        print()
+        if out is None:
+            sys.exit("the stream ended without an answer")
+    else:
+        out = r.json()
     print(f"{out['model']} ({out['arch']}, weights {out['weights']}, on {out['device']})")
     for p_ in out.get("predictions", []):
         print(f"  {p_['score']:8.4f}  {p_['index']:4d}  {p_['label']}")
@@ -89,6 +110,14 @@ def main() -> int:
             print(f"  saved {folder / name}.png  {entry['shape']}")
             if "raw" in entry:
                 (folder / f"{name}.npy").write_bytes(base64.b64decode(entry["raw"]))
+    for kind in ("actmax", "invert"):
+        entries = out.get(kind, [])
+        for entry in entries if isinstance(entries, list) else [entries]:
+            about = entry.get("label", f"channel{entry.get('channel', '')}").replace(" ", "-")
+            name = f"{stem}_{out['arch']}_{kind}_{entry['layer']}_{about}"
+            (folder / f"{name}.png").write_bytes(base64.b64decode(entry["image"]))
+            done = "stopped early at" if entry["stopped_early"] else "after"
+            print(f"  saved {folder / name}.png  ({done} {entry['steps']} steps, {entry['seconds']} s)")
     for kind in ("gradcam", "saliency", "deconv"):
         entry = out.get(kind)
         if entry is None:

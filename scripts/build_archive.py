@@ -97,6 +97,7 @@ def model_config(arch: str, tag: str, args: argparse.Namespace) -> dict:
         "weights_file": "weights.pt",
         "max_image_pixels": args.max_image_pixels,
         "max_input_side": args.max_input_side,
+        "max_busy_seconds": args.max_busy_seconds,
     }
     folder = model_dir_of(arch)
     if folder is not None:
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="workers per model (default 1)")
     p.add_argument("--max-image-pixels", type=int, default=50_000_000, help="pixel cap, checked before decoding")
     p.add_argument("--max-input-side", type=int, default=1024, help="largest H or W of a .npy input")
+    p.add_argument("--max-busy-seconds", type=int, default=90,
+                   help="time budget of a batch's actmax/invert, below --response-timeout (default 90)")  # fmt: skip
     p.add_argument(
         "--archive-format", default="zip-store", choices=("zip-store", "default", "no-archive"),
         help="zip-store (default: weights do not compress), default (deflate) or no-archive (a folder)",
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     for arch in args.arch:
         model_dir_of(arch)  # unknown names end here, before any work
+    if args.max_busy_seconds >= args.response_timeout:
+        p.error("--max-busy-seconds must stay below --response-timeout, or TorchServe kills the worker first")
     if args.weights and len(args.arch) > 1:
         p.error("--weights FILE holds one architecture's weights: name exactly one ARCH")
     socket.setdefaulttimeout(60)  # a download that cannot connect should fail, not hang
