@@ -27,8 +27,12 @@ store=model_store
 mkdir -p "$store"
 models=() missing=()
 for arch in "${archs[@]}"; do
-  if [[ ! -f "$store/${arch}_viz.mar" ]]; then
-    echo "serve.sh: building $store/${arch}_viz.mar" >&2
+  mar="$store/${arch}_viz.mar"
+  stale=""
+  # An archive carries a copy of the handler code: rebuild it when the code (or the example model) changed since.
+  [[ -f "$mar" ]] && stale=$(find handlers "examples/$arch" -type f -newer "$mar" -print -quit 2>/dev/null || true)
+  if [[ ! -f "$mar" || -n "$stale" ]]; then
+    echo "serve.sh: building $mar${stale:+ (code changed since it was built: $stale)}" >&2
     args=(${archive_args[@]+"${archive_args[@]}"})
     [[ -f "examples/$arch/model.json" ]] && args=()  # a model of our own comes with its trained weights
     if ! ./archive.sh ${args[@]+"${args[@]}"} --out "$store" "$arch"; then
