@@ -23,11 +23,19 @@ def alexnet_weights(tmp_path_factory):
 def server(tmp_path_factory, alexnet_weights):
     work = tmp_path_factory.mktemp("torchserve")
     store = work / "model_store"
-    for args in (["--weights", str(alexnet_weights), "alexnet"], ["--random-weights", "resnet18"], ["shapes"]):
+    short = work / "shapes_short"  # the shapes model with a 3 s optimization budget and a 10 s response timeout
+    shutil.copytree(ROOT / "examples" / "shapes", short)
+    for args in (
+        ["--weights", str(alexnet_weights), "alexnet"],
+        ["--random-weights", "resnet18"],
+        ["shapes"],
+        ["--max-busy-seconds", "3", "--response-timeout", "10", str(short)],
+    ):
         subprocess.run([str(ROOT / "archive.sh"), "--out", str(store), *args], check=True, timeout=600)
     try:
         # Leaving the block stops TorchServe and raises if any of it is still running: a failed teardown.
-        with local_torchserve(store, ["alexnet_viz.mar", "resnet18_viz.mar", "shapes_viz.mar"], work) as srv:
+        archives = ["alexnet_viz.mar", "resnet18_viz.mar", "shapes_viz.mar", "shapes_short_viz.mar"]
+        with local_torchserve(store, archives, work) as srv:
             yield srv
     finally:
         shutil.rmtree(store, ignore_errors=True)  # the archives are large

@@ -45,7 +45,7 @@ def test_model_registration_api_is_off(server):
     assert r.status_code == 405, r.text  # TorchServe answers registration with 405 when enable_model_api=false
     models = requests.get(f"{server.management}/models", headers={"Authorization": f"Bearer {server.management_key}"},
                           timeout=30).json()["models"]  # fmt: skip
-    assert sorted(m["modelName"] for m in models) == ["alexnet_viz", "resnet18_viz", "shapes_viz"]
+    assert sorted(m["modelName"] for m in models) == ["alexnet_viz", "resnet18_viz", "shapes_short_viz", "shapes_viz"]
 
 
 def test_bare_image_body_gets_top5(server):
