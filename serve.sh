@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up, build the missing archives and start TorchServe with config.properties, serving every built model.
-#   ./serve.sh [--random-weights] [--foreground] [ARCH...]   start (default: alexnet vgg16 resnet18 shapes)
+#   ./serve.sh [--random-weights] [--foreground] [--config FILE] [ARCH...]
+#                                     start (default ARCH: alexnet vgg16 resnet18 shapes; FILE: config.properties)
 #   ./serve.sh stop                                           stop it
 # Logs go to logs/, the access keys to key_file.json (both in this folder).
 set -euo pipefail
@@ -10,12 +11,15 @@ if [[ "${1:-}" == "stop" ]]; then
   exec .venv/bin/torchserve --stop
 fi
 
-archive_args=() ts_args=() archs=()
-for arg in "$@"; do
+archive_args=() ts_args=() archs=() config=config.properties
+while [[ $# -gt 0 ]]; do
+  arg=$1
+  shift
   case "$arg" in
     --random-weights) archive_args+=("$arg") ;;
     --foreground) ts_args+=("$arg") ;;
-    -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --config) config=$1; shift ;;
+    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "serve.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
     *) archs+=("$arg") ;;
   esac
@@ -51,11 +55,11 @@ if [[ ${#models[@]} -eq 0 ]]; then
   exit 3
 fi
 
-start=(.venv/bin/torchserve --start --ncs --ts-config config.properties --model-store "$store" --models "${models[@]}")
+start=(.venv/bin/torchserve --start --ncs --ts-config "$config" --model-store "$store" --models "${models[@]}")
 if [[ ${#ts_args[@]} -gt 0 ]]; then
   exec "${start[@]}" "${ts_args[@]}"  # --foreground: returns when TorchServe stops
 fi
 mkdir -p logs
 "${start[@]}" >logs/console.log 2>&1  # TorchServe's own log lines also go to logs/ts_log.log
 
-exec .venv/bin/python scripts/wait_ready.py --config config.properties "${models[@]%.mar}"
+exec .venv/bin/python scripts/wait_ready.py --config "$config" "${models[@]%.mar}"

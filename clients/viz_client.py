@@ -1,12 +1,18 @@
 """Call a *_viz model and save what comes back: the top-k as a table, every picture as a PNG.
 
   python clients/viz_client.py cat.jpg                                   # top-5
+  python clients/viz_client.py photos/ --mode featuremaps,gradcam --out pictures/   # every image of a folder
   python clients/viz_client.py cat.jpg --mode featuremaps,filters --layers features.0,features.8
   python clients/viz_client.py --model resnet18_viz --mode layers        # no image needed
   python clients/viz_client.py cat.jpg --raw --out pictures/              # also saves the .npy arrays
   python clients/viz_client.py cat.jpg --mode gradcam --method gradcam++ --target "tiger cat"
   python clients/viz_client.py shape.png --model shapes_viz --mode gradcam,saliency --method guided_backprop
   python clients/viz_client.py --mode actmax --layer features.10 --channel 0-15 --stream --out pictures/
+  python clients/viz_client.py --mode actmax --channel "tabby,goldfish"   # class images, no image needed
+  python clients/viz_client.py cat.jpg --mode saliency --method smoothgrad
+  python clients/viz_client.py cat.jpg --mode deconv --layer features.8
+  python clients/viz_client.py cat.jpg --mode invert --layer features.6 --stream
+  python clients/viz_client.py --mode filters --layers features.0
 
 The token comes from --token, else $VIZ_TOKEN, else key_file.json in the folder TorchServe was started from.
 """
@@ -23,6 +29,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".npy"}
 
 
 def token(args: argparse.Namespace) -> str:
@@ -36,7 +43,7 @@ def token(args: argparse.Namespace) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", nargs="?", help="image file (JPEG, PNG, ...) or .npy float32 [3, H, W]")
+    p.add_argument("image", nargs="?", help="image file (JPEG, PNG, ...), .npy float32 [3, H, W], or a folder of them")
     p.add_argument("--model", default="alexnet_viz")
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument(
@@ -66,7 +73,27 @@ def main() -> int:
         fields["raw"] = "true"
     if args.stream:
         fields["stream"] = "true"
-    files = {"data": (Path(args.image).name, Path(args.image).read_bytes())} if args.image else None
+    images: list[Path | None] = [None]
+    if args.image:
+        path = Path(args.image)
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                sys.exit(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        elif not path.is_file():
+            sys.exit(f"{path}: no such file or folder")
+        else:
+            images = [path]
+    for image in images:
+        if len(images) > 1:
+            print(f"== {image}")
+        call_and_save(args, fields, image)
+    return 0
+
+
+def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) -> dict:
+    """One request; prints the top-k table and saves every picture. Exits with a plain message on an error."""
+    files = {"data": (image.name, image.read_bytes())} if image else None
     url = f"{args.url}/predictions/{args.model}"
     try:
         r = requests.post(url, data=fields, files=files, headers={"Authorization": f"Bearer {token(args)}"},
@@ -100,7 +127,7 @@ def main() -> int:
     print(f"{out['model']} ({out['arch']}, weights {out['weights']}, on {out['device']})")
     for p_ in out.get("predictions", []):
         print(f"  {p_['score']:8.4f}  {p_['index']:4d}  {p_['label']}")
-    stem = Path(args.image).stem if args.image else out["model"]
+    stem = image.stem if image else out["model"]
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     for kind in ("featuremaps", "filters"):
@@ -131,7 +158,7 @@ def main() -> int:
             (folder / f"{name}.npy").write_bytes(base64.b64decode(entry["raw"]))
     for layer in out.get("layers", []):
         print(f"  {layer['name']:<24} {layer['type']:<18} {layer['output_shape']}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Everything else (request parsing, the model, pictures) lives in the server-indep
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
@@ -30,6 +31,27 @@ def _send_progress(context, idx: int, chunk: bytes) -> None:
     send_intermediate_predict_response({idx: chunk}, {idx: context.request_ids[idx]}, "progress", 200, context)
 
 
+def _record_metrics(context, replies, batch_ms: float) -> None:
+    """Per-mode request counts (with the status) and latencies as TorchServe custom metrics; with
+    ``metrics_mode=prometheus`` and ``model_metrics_auto_detect=true`` they appear on the metrics endpoint as
+    ``VizRequests`` and ``VizLatency``. A request's latency is its batch's handler time."""
+    try:
+        from ts.metrics.dimension import Dimension
+        from ts.metrics.metric_type_enum import MetricTypes
+
+        metrics = context.metrics
+    except (ImportError, AttributeError):  # not inside a TorchServe worker
+        return
+    if metrics is None:
+        return
+    for idx, reply in enumerate(replies):
+        request_id = context.get_request_id(idx)
+        for mode in reply.modes or ("unreadable",):
+            status = Dimension("Status", str(reply.status))
+            metrics.add_counter("VizRequests", 1, request_id, [Dimension("Mode", mode), status])
+            metrics.add_time("VizLatency", batch_ms, request_id, "ms", [Dimension("Mode", mode)], MetricTypes.GAUGE)
+
+
 class VizHandler:
     """Serves classification, feature maps, filters and the layer table for one model archive."""
 
@@ -46,6 +68,7 @@ class VizHandler:
         self.initialized = True
 
     def handle(self, data, context):
+        started = time.perf_counter()
         data = data or []
         # TorchServe's /explanations/{model} (and KServe's :explain) mark each request with this header.
         explain = [str(context.get_request_header(i, "explain")).lower() == "true" for i in range(len(data))]
@@ -53,4 +76,5 @@ class VizHandler:
         for idx, reply in enumerate(replies):
             context.set_response_status(reply.status, reply.phrase, idx)
             context.set_response_content_type(idx, reply.content_type)
+        _record_metrics(context, replies, (time.perf_counter() - started) * 1000)
         return [reply.body for reply in replies]

@@ -18,6 +18,13 @@ if [[ ! -f "$stamp" ]]; then
   [[ -x .venv/bin/python ]] || "$py" -m venv .venv
   echo "setup: installing pinned packages from $want into .venv (first time: a few minutes, about 5 GB)" >&2
   log=$(mktemp)
+  # VIZ_TORCH_INDEX (the CPU Docker image sets PyTorch's CPU wheel index) installs the pinned torch from there first.
+  if [[ -n "${VIZ_TORCH_INDEX:-}" ]]; then
+    pins=$(grep -E '^(torch|torchvision)==' requirements.txt)
+    # shellcheck disable=SC2086
+    .venv/bin/python -m pip install --disable-pip-version-check --index-url "$VIZ_TORCH_INDEX" $pins >"$log" 2>&1 \
+      || { tail -20 "$log" >&2; echo "setup: torch from $VIZ_TORCH_INDEX failed" >&2; exit 1; }
+  fi
   if ! .venv/bin/python -m pip install --disable-pip-version-check -r "$want" >"$log" 2>&1; then
     grep -v "^WARNING: Location" "$log" | tail -20 >&2
     echo "setup: pip install failed (whole log: $log)" >&2
@@ -25,6 +32,17 @@ if [[ ! -f "$stamp" ]]; then
   fi
   rm -f "$log" .venv/.installed-"$kind"-*
   touch "$stamp"
+fi
+
+# The gallery tests open pages in a headless Chromium (Debian's package); install it when we may.
+if [[ "$kind" == dev ]] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the gallery tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "setup: could not install chromium; the gallery tests will fail until it is there" >&2
+  else
+    echo "setup: the gallery tests need Chromium: sudo apt-get install chromium (or your system's package)" >&2
+  fi
 fi
 
 # TorchServe's front end is Java: it needs a JDK/JRE 17 (11 works for 0.12, 17 is what we test).

@@ -11,7 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -71,6 +71,7 @@ class Reply:
     status: int
     body: bytes
     content_type: str = "application/json"
+    modes: tuple[str, ...] = ()  # what the request asked for (empty when it could not be read)
 
     @property
     def phrase(self) -> str:
@@ -194,7 +195,8 @@ class VizService:
             except Exception:
                 log.exception("request %d: unexpected failure while answering", i)
                 replies[i] = self._internal_error()
-        return [r if r is not None else self._internal_error() for r in replies]
+        done = [r if r is not None else self._internal_error() for r in replies]
+        return [replace(r, modes=jobs[i][0].modes) if i in jobs else r for i, r in enumerate(done)]
 
     def _input(self, data: bytes) -> torch.Tensor:
         if data.startswith(NPY_MAGIC):

@@ -137,3 +137,28 @@ def test_explanations_header_adds_gradcam(handler, model_dir):
     first, second = json.loads(out[0]), json.loads(out[1])
     assert first["gradcam"]["layer"] == "layer4" and first["gradcam"]["method"] == "gradcam"
     assert "gradcam" not in second
+
+
+def test_per_mode_metrics_are_recorded(handler, model_dir):
+    class Metrics:
+        def __init__(self):
+            self.counts, self.times = [], []
+
+        def add_counter(self, name, value, idx, dimensions):
+            self.counts.append((name, value, idx, {d.name: d.value for d in dimensions}))
+
+        def add_time(self, name, value, idx, unit, dimensions, metric_type):
+            self.times.append((name, unit, idx, {d.name: d.value for d in dimensions}))
+
+    ctx = MockContext(model_dir, {})
+    ctx.metrics = Metrics()
+    ctx.get_request_id = lambda idx: f"req-{idx}"
+    handler.handle([{"body": bytearray(jpeg())}, {"body": bytearray(b"junk")}], ctx)
+    assert ctx.metrics.counts == [
+        ("VizRequests", 1, "req-0", {"Mode": "classify", "Status": "200"}),
+        ("VizRequests", 1, "req-1", {"Mode": "unreadable", "Status": "400"}),
+    ]
+    assert [(name, unit, idx, dims["Mode"]) for name, unit, idx, dims in ctx.metrics.times] == [
+        ("VizLatency", "ms", "req-0", "classify"),
+        ("VizLatency", "ms", "req-1", "unreadable"),
+    ]

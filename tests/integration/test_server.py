@@ -6,6 +6,7 @@ import base64
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +246,49 @@ def test_actmax_without_streaming_is_one_json(server):
     r = server.post("shapes_viz", data={"mode": "actmax", "layer": "features.3", "channel": "0-3", "steps": "8"})
     assert r.status_code == 200, r.text
     assert [e["channel"] for e in r.json()["actmax"]] == [0, 1, 2, 3]
+
+
+def test_per_mode_metrics_on_the_prometheus_endpoint(server):
+    server.post("alexnet_viz", data=jpeg(), headers={"Content-Type": "image/jpeg"})
+    server.post("alexnet_viz", files={"data": ("x.jpg", jpeg())}, data={"mode": "featuremaps,gradcam"})
+    server.post("alexnet_viz", files={"data": ("x", b"junk")})
+    text = requests.get(f"{server.metrics}/metrics", timeout=30).text
+    import re
+
+    def count(mode: str, status: str) -> float:
+        pattern = rf'^VizRequests\{{(?=[^}}]*Mode="{mode}")(?=[^}}]*Status="{status}")[^}}]*\}} ([0-9.e+]+)$'
+        return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+
+    assert count("classify", "200") >= 2 and count("featuremaps", "200") >= 1 and count("gradcam", "200") >= 1
+    assert count("unreadable", "400") >= 1
+    assert re.search(r'^VizLatency\{[^}]*Mode="gradcam"[^}]*\} [0-9.]+', text, re.MULTILINE)
+
+
+def test_client_on_a_folder_saves_every_picture(server, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from examples.shapes.shapes_data import make_shapes
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    images, _, _ = make_shapes(2, 31)
+    for k in range(2):
+        Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(photos / f"s{k}.png")
+    client = Path(__file__).resolve().parents[2] / "clients" / "viz_client.py"
+    run = subprocess.run([sys.executable, str(client), str(photos), "--model", "shapes_viz", "--mode",
+                          "featuremaps,gradcam", "--url", server.url, "--token", server.key, "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("== ") == 2 and "shapes_viz (shapes" in run.stdout
+    saved = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len([n for n in saved if "_featuremaps_" in n]) == 4 and len([n for n in saved if "_gradcam_" in n]) == 4
+    bad = subprocess.run([sys.executable, str(client), str(photos / "s0.png"), "--model", "shapes_viz", "--mode",
+                          "gradcam", "--layer", "nope", "--url", server.url, "--token", server.key],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode != 0 and "HTTP 400: unknown layer 'nope'" in bad.stderr
+    expired = subprocess.run([sys.executable, str(client), "--model", "shapes_viz", "--mode", "layers", "--url",
+                              server.url, "--token", "stale"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert expired.returncode != 0 and "keys expire" in expired.stderr

@@ -1,0 +1,114 @@
+"""Deployment files: what can be checked without a Docker engine or a cluster (none runs here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from scripts.local_torchserve import derived_config, free_ports, processes_in
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compose_file_reserves_a_gpu_and_publishes_on_loopback_only():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    viz = compose["services"]["viz"]
+    assert viz["build"]["dockerfile"] == "docker/Dockerfile.gpu"
+    assert all(port.startswith("127.0.0.1:") for port in viz["ports"])
+    [device] = viz["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == 1
+    assert viz["healthcheck"]["test"] == ["CMD", "docker/healthcheck.sh"]
+    assert any(v.endswith("/home/viz/.cache/torch:ro") for v in viz["volumes"])  # weights from a mounted cache
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_dockerfiles_run_as_a_user_keep_tokens_and_use_the_readme_scripts(name):
+    text = (ROOT / "docker" / name).read_text()
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    assert "HEALTHCHECK" in text and 'ENTRYPOINT ["docker/entrypoint.sh"]' in text
+    assert "./scripts/setup.sh" in text and "./archive.sh" in text
+    assert "disable-token-auth" not in text and "disable_token_authorization=true" not in text
+
+
+@pytest.mark.integration
+def test_entrypoint_serves_outside_a_container_and_the_healthcheck_passes(tmp_path):
+    app = tmp_path / "app"
+    for part in ["handlers", "scripts", "examples", "docker"]:
+        shutil.copytree(ROOT / part, app / part, ignore=shutil.ignore_patterns("__pycache__", "*.mar"))
+    for part in ["serve.sh", "archive.sh", "config.properties", "requirements.txt", "requirements-dev.txt"]:
+        shutil.copy2(ROOT / part, app / part)
+    (app / ".venv").symlink_to(ROOT / ".venv")
+    ports = free_ports(5)
+    (tmp_path / "source.properties").write_text(derived_config(app / "model_store", ports))
+    env = {**os.environ, "TMPDIR": str(tmp_path), "VIZ_MODELS": "shapes", "VIZ_BIND": "127.0.0.1",
+           "VIZ_CONFIG": str(tmp_path / "source.properties"), "VIZ_RUN_DIR": str(tmp_path / "run")}  # fmt: skip
+    proc = subprocess.Popen([str(app / "docker" / "entrypoint.sh")], env=env, cwd=app, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            if (app / "key_file.json").exists():
+                check = subprocess.run([str(app / "docker" / "healthcheck.sh")], env=env, capture_output=True)
+                if check.returncode == 0:
+                    break
+        else:
+            pytest.fail("the entry point's TorchServe did not become healthy in 180 s")
+        assert json.loads(check.stdout)["status"] == "Healthy"
+        key = json.loads((app / "key_file.json").read_text())["inference"]["key"]
+        config = (tmp_path / "run" / "config.properties").read_text()
+        assert f"inference_address=http://127.0.0.1:{ports[0]}" in config
+        assert f"management_address=http://127.0.0.1:{ports[1]}" in config  # management never follows VIZ_BIND
+        r = requests.post(f"http://127.0.0.1:{ports[0]}/predictions/shapes_viz", data={"mode": "layers"},
+                          headers={"Authorization": f"Bearer {key}"}, timeout=60)  # fmt: skip
+        assert r.status_code == 200 and r.json()["arch"] == "shapes"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run([str(ROOT / ".venv" / "bin" / "torchserve"), "--stop"], env=env, cwd=app,
+                       capture_output=True, timeout=60)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while processes_in(app) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = processes_in(app)
+        for p in left:
+            p.kill()
+        assert not left, "TorchServe outlived the entry point"
+
+
+def test_kserve_inferenceservice_has_gpu_replicas_and_autoscaling():
+    isvc = yaml.safe_load((ROOT / "kserve" / "inferenceservice.yaml").read_text())
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["minReplicas"] >= 1 and predictor["maxReplicas"] > predictor["minReplicas"]
+    assert predictor["scaleMetric"] in ("concurrency", "rps", "cpu", "memory") and predictor["scaleTarget"] > 0
+    model = predictor["model"]
+    assert model["modelFormat"]["name"] == "pytorch" and model["storageUri"]
+    for part in ("requests", "limits"):
+        assert model["resources"][part]["nvidia.com/gpu"] == "1"
+
+
+def test_kserve_config_lists_the_archives_and_keeps_registration_off():
+    text = (ROOT / "kserve" / "config" / "config.properties").read_text()
+    props = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert props["enable_model_api"] == "false" and props["model_store"] == "/mnt/models/model-store"
+    assert props["management_address"].startswith("http://127.0.0.1:")
+    snapshot = json.loads(props["model_snapshot"])
+    assert snapshot["modelCount"] == len(snapshot["models"])
+    assert set(snapshot["models"]) == {"alexnet_viz", "vgg16_viz", "resnet18_viz", "shapes_viz"}
+    for name, versions in snapshot["models"].items():
+        assert versions["1.0"]["marName"] == f"{name}.mar" and versions["1.0"]["batchSize"] > 1
