@@ -9,7 +9,7 @@
   python clients/viz_client.py shape.png --model shapes_viz --mode gradcam,saliency --method guided_backprop
   python clients/viz_client.py --mode actmax --layer features.10 --channel 0-15 --stream --out pictures/
   python clients/viz_client.py --mode actmax --channel "tabby,goldfish"   # class images, no image needed
-  python clients/viz_client.py cat.jpg --mode saliency --method smoothgrad
+  python clients/viz_client.py cat.jpg --mode saliency --method smoothgrad -o samples=32 -o noise=0.2
   python clients/viz_client.py cat.jpg --mode deconv --layer features.8
   python clients/viz_client.py cat.jpg --mode invert --layer features.6 --stream
   python clients/viz_client.py --mode filters --layers features.0
@@ -62,6 +62,10 @@ def main() -> int:
     p.add_argument("--steps", help="actmax/invert steps (default 256)")
     p.add_argument("--stream", action="store_true", help="show progress while actmax/invert runs")
     p.add_argument("--raw", action="store_true", help="also save the arrays as .npy")
+    p.add_argument(
+        "-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="any other option of the server, e.g. -o samples=32 -o noise=0.2 -o param=pixel -o seed=3",
+    )  # fmt: skip
     p.add_argument("--out", default=".", help="folder for the pictures (default: here)")
     p.add_argument("--token")
     p.add_argument("--key-file", default=str(ROOT / "key_file.json"))
@@ -73,6 +77,11 @@ def main() -> int:
         fields["raw"] = "true"
     if args.stream:
         fields["stream"] = "true"
+    for option in args.option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            p.error(f"--option takes KEY=VALUE, got {option!r}")
+        fields[key] = value
     images: list[Path | None] = [None]
     if args.image:
         path = Path(args.image)
@@ -114,8 +123,10 @@ def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) ->
                 continue
             message = json.loads(line)
             if "step" in message:
+                done = message["step"] / message["steps"]
+                bar = "#" * round(30 * done) + "." * (30 - round(30 * done))
                 best = max(message["objective"])
-                print(f"\r  {message['mode']}: step {message['step']}/{message['steps']}  best objective {best:.4g}",
+                print(f"\r  {message['mode']} [{bar}] {message['step']}/{message['steps']}  best {best:.4g}",
                       end="", flush=True)  # fmt: skip
             else:
                 out = message

@@ -112,3 +112,15 @@ def test_kserve_config_lists_the_archives_and_keeps_registration_off():
     assert set(snapshot["models"]) == {"alexnet_viz", "vgg16_viz", "resnet18_viz", "shapes_viz"}
     for name, versions in snapshot["models"].items():
         assert versions["1.0"]["marName"] == f"{name}.mar" and versions["1.0"]["batchSize"] > 1
+
+
+def test_compose_file_is_valid_against_the_compose_specification(tmp_path):
+    """No Docker engine or `docker compose` here: check-jsonschema's copy of the Compose Specification schema."""
+    import sys
+
+    tool = [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
+    ok = subprocess.run([*tool, str(ROOT / "docker-compose.yml")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    broken = tmp_path / "compose.yml"
+    broken.write_text("services:\n  viz:\n    ports: 8080\n    deploy: {resources: {reservations: {devices: 1}}}\n")
+    assert subprocess.run([*tool, str(broken)], capture_output=True).returncode != 0  # the check can fail
