@@ -16,9 +16,7 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +33,7 @@ from pytorch_grad_cam import GradCAM as PGCGradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 from cnnviz import GradCAM, LayerTable, build_model, random_state_dict  # noqa: E402
-from scripts.local_torchserve import local_torchserve  # noqa: E402
+from scripts.local_torchserve import seeded_alexnet_server  # noqa: E402
 
 IMAGE = ROOT / "docs" / "grace_hopper.jpg"
 
@@ -100,33 +98,27 @@ def in_process(rounds: int) -> list[dict]:
 
 def through_server(rounds: int) -> dict:
     image = IMAGE.read_bytes()
-    with tempfile.TemporaryDirectory(prefix="bench_gradcam_") as tmp:
-        work = Path(tmp)
-        weights = work / "alexnet_seeded.pt"
-        torch.save(random_state_dict("alexnet", seed=0), weights)
-        build = [str(ROOT / "archive.sh"), "--weights", str(weights), "--out", str(work / "store"), "alexnet"]
-        subprocess.run(build, check=True)
-        with local_torchserve(work / "store", ["alexnet_viz.mar"], work) as server:
-            session = requests.Session()
-            variants = {
-                "classify": {"mode": "classify"},
-                "gradcam": {"mode": "gradcam"},
-                "gradcam, format=png": {"mode": "gradcam", "format": "png"},
-            }
-            times: dict[str, list[float]] = {name: [] for name in variants}
-            rng = random.Random(0)
-            for i in range(rounds + 10):
-                order = list(variants)
-                rng.shuffle(order)
-                for name in order:
-                    t0 = time.perf_counter()
-                    r = server.post("alexnet_viz", files={"data": ("x.jpg", image)}, data=variants[name],
-                                    session=session)  # fmt: skip
-                    dt = (time.perf_counter() - t0) * 1000
-                    if r.status_code != 200:
-                        raise SystemExit(f"{name}: HTTP {r.status_code} {r.text[:300]}")
-                    if i >= 10:
-                        times[name].append(dt)
+    with seeded_alexnet_server("bench_gradcam_") as server:
+        session = requests.Session()
+        variants = {
+            "classify": {"mode": "classify"},
+            "gradcam": {"mode": "gradcam"},
+            "gradcam, format=png": {"mode": "gradcam", "format": "png"},
+        }
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        rng = random.Random(0)
+        for i in range(rounds + 10):
+            order = list(variants)
+            rng.shuffle(order)
+            for name in order:
+                t0 = time.perf_counter()
+                r = server.post("alexnet_viz", files={"data": ("x.jpg", image)}, data=variants[name],
+                                session=session)  # fmt: skip
+                dt = (time.perf_counter() - t0) * 1000
+                if r.status_code != 200:
+                    raise SystemExit(f"{name}: HTTP {r.status_code} {r.text[:300]}")
+                if i >= 10:
+                    times[name].append(dt)
     base = statistics.median(times["classify"])
     return {
         name: {"median_ms": round(statistics.median(v), 1), "ratio_to_classify": round(statistics.median(v) / base, 2)}

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
-from cnnviz import random_state_dict  # noqa: E402
 from scripts.load import MIX, run_load  # noqa: E402
-from scripts.local_torchserve import local_torchserve  # noqa: E402
+from scripts.local_torchserve import seeded_alexnet_server  # noqa: E402
 
 
 def main() -> None:
@@ -32,15 +27,9 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "load.json"))
     args = p.parse_args()
     image = (ROOT / "docs" / "grace_hopper.jpg").read_bytes()
-    with tempfile.TemporaryDirectory(prefix="bench_load_") as tmp:
-        work = Path(tmp)
-        weights = work / "alexnet_seeded.pt"
-        torch.save(random_state_dict("alexnet", seed=0), weights)
-        build = [str(ROOT / "archive.sh"), "--weights", str(weights), "--out", str(work / "store"), "alexnet"]
-        subprocess.run(build, check=True)
-        with local_torchserve(work / "store", ["alexnet_viz.mar"], work) as server:
-            result = run_load(server, "alexnet_viz", image, total=args.requests, clients=args.clients,
-                              max_seconds=args.max_seconds, rss_after=(100, args.requests))  # fmt: skip
+    with seeded_alexnet_server("bench_load_") as server:
+        result = run_load(server, "alexnet_viz", image, total=args.requests, clients=args.clients,
+                          max_seconds=args.max_seconds, rss_after=(100, args.requests))  # fmt: skip
     summary = result.summary()
     early, late = summary["rss_mb"].get(100), summary["rss_mb"].get(args.requests)
     summary.update({

@@ -92,6 +92,39 @@ def processes_in(workdir: Path) -> list[psutil.Process]:
     return found
 
 
+def stop_torchserve(cwd: Path, marker: Path, env: dict) -> list[int]:
+    """``torchserve --stop`` in ``cwd``; wait up to 30 s for every process whose command line mentions ``marker`` to
+    end, kill those left, and return their PIDs (empty when it stopped by itself)."""
+    subprocess.run([str(BIN / "torchserve"), "--stop"], cwd=cwd, env=env, timeout=60, capture_output=True)
+    deadline = time.monotonic() + 30
+    while processes_in(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = processes_in(marker)
+    for p in left:
+        p.kill()
+    return [p.pid for p in left]
+
+
+@contextmanager
+def seeded_alexnet_server(prefix: str) -> Iterator[Server]:
+    """A private TorchServe serving ``alexnet_viz`` with seeded random weights (seed 0), for the benchmarks."""
+    import tempfile
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "handlers"))
+    from cnnviz import random_state_dict
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        weights = work / "alexnet_seeded.pt"
+        torch.save(random_state_dict("alexnet", seed=0), weights)
+        build = [str(ROOT / "archive.sh"), "--weights", str(weights), "--out", str(work / "store"), "alexnet"]
+        subprocess.run(build, check=True)
+        with local_torchserve(work / "store", ["alexnet_viz.mar"], work) as server:
+            yield server
+
+
 @contextmanager
 def local_torchserve(store: Path, archives: Sequence[str], workdir: Path, timeout: float = 240) -> Iterator[Server]:
     """TorchServe serving ``archives`` from ``store``; yields once every model answers, stops on exit.
@@ -129,15 +162,9 @@ def local_torchserve(store: Path, archives: Sequence[str], workdir: Path, timeou
                 raise RuntimeError(f"TorchServe not ready after {timeout:.0f} s; model log:\n{tail}")
         yield server
     finally:
-        subprocess.run([str(BIN / "torchserve"), "--stop"], cwd=workdir, env=env, timeout=60, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while processes_in(workdir) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        left = processes_in(workdir)
-        for p in left:
-            p.kill()
+        left = stop_torchserve(workdir, workdir, env)
         if left:
-            raise RuntimeError(f"TorchServe still running after --stop: {[p.pid for p in left]} (killed)")
+            raise RuntimeError(f"TorchServe still running after --stop: {left} (killed)")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", ports[0])) == 0:
                 raise RuntimeError("inference port still open after --stop")

@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from scripts.local_torchserve import derived_config, free_ports, processes_in
+from scripts.local_torchserve import derived_config, free_ports, stop_torchserve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,15 +79,7 @@ def test_entrypoint_serves_outside_a_container_and_the_healthcheck_passes(tmp_pa
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        subprocess.run([str(ROOT / ".venv" / "bin" / "torchserve"), "--stop"], env=env, cwd=app,
-                       capture_output=True, timeout=60)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while processes_in(app) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        left = processes_in(app)
-        for p in left:
-            p.kill()
-        assert not left, "TorchServe outlived the entry point"
+        assert not stop_torchserve(app, app, env), "TorchServe outlived the entry point"
 
 
 def test_kserve_inferenceservice_has_gpu_replicas_and_autoscaling():
