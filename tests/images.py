@@ -44,3 +44,27 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def _shape_image(image) -> Image.Image:
+    return Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy())
+
+
+def shape_png(label: int | None = None, seed: int = 21, pool: int = 60) -> tuple[bytes, list[int]]:
+    """A generated shape as PNG bytes with its box: the first of ``pool`` drawn with ``seed`` that has class
+    ``label`` (any class when ``None``)."""
+    from examples.shapes.shapes_data import make_shapes
+
+    images, labels, boxes = make_shapes(pool, seed)
+    k = 0 if label is None else int((labels == label).nonzero()[0])
+    return encode(_shape_image(images[k]), "PNG"), boxes[k].tolist()
+
+
+def shape_folder(folder, n: int, seed: int, stem: str = "shape") -> None:
+    """``n`` generated shapes saved as ``folder/{stem}{k}.png``."""
+    from examples.shapes.shapes_data import make_shapes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images, _, _ = make_shapes(n, seed)
+    for k in range(n):
+        _shape_image(images[k]).save(folder / f"{stem}{k}.png")

@@ -10,7 +10,8 @@ from PIL import Image
 
 from cnnviz import LayerTable, build_model, imagenet_weights
 from examples.shapes.model import ShapesNet
-from examples.shapes.shapes_data import CLASSES, MEAN, STD, make_shapes
+from examples.shapes.shapes_data import CLASSES, MEAN, STD
+from tests.images import shape_png
 from vizserve import Limits, VizService, parse_request
 from vizserve.loading import preprocessing
 
@@ -32,10 +33,7 @@ def svc():
 
 
 def png_of_shape(seed=4):
-    images, _, _ = make_shapes(1, seed)
-    buf = io.BytesIO()
-    Image.fromarray((images[0].permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "PNG")
-    return buf.getvalue()
+    return shape_png(seed=seed, pool=1)[0]
 
 
 def test_class_targets_by_label_and_range_need_no_image(svc):

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from examples.shapes.model import ShapesNet
-from examples.shapes.shapes_data import CLASSES, MEAN, STD, make_shapes
+from examples.shapes.shapes_data import CLASSES, MEAN, STD
+from tests.images import shape_png
 from vizserve import VizService
 from vizserve.loading import preprocessing
 
@@ -32,11 +33,7 @@ def svc():
 @pytest.fixture(scope="module")
 def image():
     """A square (class 1), as PNG bytes, with its box."""
-    images, labels, boxes = make_shapes(40, 11)
-    k = int((labels == 1).nonzero()[0])
-    buf = io.BytesIO()
-    Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "PNG")
-    return buf.getvalue(), boxes[k].tolist()
+    return shape_png(label=1, seed=11, pool=40)
 
 
 def ask(svc, **fields):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from examples.shapes.shapes_data import make_shapes
+from tests.images import shape_folder
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,10 +64,7 @@ def test_channel_gallery_for_several_layers(server, tmp_path):
 
 def test_feature_map_and_gradcam_gallery_for_a_folder(server, tmp_path):
     photos = tmp_path / "photos"
-    photos.mkdir()
-    images, _, _ = make_shapes(3, 9)
-    for k in range(3):
-        Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(photos / f"shape{k}.png")
+    shape_folder(photos, 3, 9)
     page = build(server, tmp_path, "images", str(photos), "--model", "shapes_viz")
     assert page.read_text().count("<img") == 3 * 4  # input, Grad-CAM, two feature-map grids
     check_loaded(tmp_path, page)

@@ -14,7 +14,7 @@ import requests
 import torch
 
 from cnnviz import build_model, read_state_dict
-from tests.images import jpeg, npy, png_header_only
+from tests.images import jpeg, npy, png_header_only, shape_folder, shape_png
 
 pytestmark = pytest.mark.integration
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -176,18 +176,6 @@ def test_key_file_is_private(server):
     assert json.loads((server.workdir / "key_file.json").read_text())["inference"]["key"] == server.key
 
 
-def shape_png(label: int, seed: int = 21) -> tuple[bytes, list[int]]:
-    from PIL import Image
-
-    from examples.shapes.shapes_data import make_shapes
-
-    images, labels, boxes = make_shapes(60, seed)
-    k = int((labels == label).nonzero()[0])
-    buf = io.BytesIO()
-    Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "PNG")
-    return buf.getvalue(), boxes[k].tolist()
-
-
 def test_shapes_model_of_our_own_is_served_with_its_labels_and_size(server):
     data, _ = shape_png(label=3)
     r = server.post("shapes_viz", data=data, headers={"Content-Type": "image/png"})
@@ -268,15 +256,8 @@ def test_client_on_a_folder_saves_every_picture(server, tmp_path):
     import subprocess
     import sys
 
-    from PIL import Image
-
-    from examples.shapes.shapes_data import make_shapes
-
     photos = tmp_path / "photos"
-    photos.mkdir()
-    images, _, _ = make_shapes(2, 31)
-    for k in range(2):
-        Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(photos / f"s{k}.png")
+    shape_folder(photos, 2, 31, stem="s")
     client = Path(__file__).resolve().parents[2] / "clients" / "viz_client.py"
     run = subprocess.run([sys.executable, str(client), str(photos), "--model", "shapes_viz", "--mode",
                           "featuremaps,gradcam", "--url", server.url, "--token", server.key, "--out",
