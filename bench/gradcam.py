@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 
 from cnnviz import GradCAM, LayerTable, build_model, random_state_dict  # noqa: E402
 from scripts.local_torchserve import seeded_alexnet_server  # noqa: E402
+from scripts.timing import interleaved, ok_200  # noqa: E402
 
 IMAGE = ROOT / "docs" / "grace_hopper.jpg"
 
@@ -68,15 +67,7 @@ def measure(arch: str, batch: int, rounds: int) -> list[dict]:
 
     runs = {"ours": run_ours, "pytorch-grad-cam": run_pgc, "captum": run_captum}
     maps = {name: fn().detach() for name, fn in runs.items()}  # warm-up, and the maps to compare
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    rng = random.Random(0)
-    for _ in range(rounds):
-        order = list(runs)
-        rng.shuffle(order)
-        for name in order:
-            t0 = time.perf_counter()
-            runs[name]()
-            times[name].append((time.perf_counter() - t0) * 1000)
+    times = interleaved(runs, rounds)
     pgc.activations_and_grads.release()
     base = statistics.median(times["ours"])
     reference = minmax(maps["ours"])
@@ -105,20 +96,15 @@ def through_server(rounds: int) -> dict:
             "gradcam": {"mode": "gradcam"},
             "gradcam, format=png": {"mode": "gradcam", "format": "png"},
         }
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        rng = random.Random(0)
-        for i in range(rounds + 10):
-            order = list(variants)
-            rng.shuffle(order)
-            for name in order:
-                t0 = time.perf_counter()
-                r = server.post("alexnet_viz", files={"data": ("x.jpg", image)}, data=variants[name],
-                                session=session)  # fmt: skip
-                dt = (time.perf_counter() - t0) * 1000
-                if r.status_code != 200:
-                    raise SystemExit(f"{name}: HTTP {r.status_code} {r.text[:300]}")
-                if i >= 10:
-                    times[name].append(dt)
+        calls = {
+            name: (
+                lambda fields=fields: server.post(
+                    "alexnet_viz", files={"data": ("x.jpg", image)}, data=fields, session=session
+                )
+            )  # fmt: skip
+            for name, fields in variants.items()
+        }
+        times = interleaved(calls, rounds, warmup=10, check=ok_200)
     base = statistics.median(times["classify"])
     return {
         name: {"median_ms": round(statistics.median(v), 1), "ratio_to_classify": round(statistics.median(v) / base, 2)}

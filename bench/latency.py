@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
@@ -27,6 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
 from cnnviz import imagenet_weights, random_state_dict  # noqa: E402
 from scripts.local_torchserve import BIN, local_torchserve  # noqa: E402
+from scripts.timing import interleaved, ok_200  # noqa: E402
 
 IMAGE = ROOT / "docs" / "grace_hopper.jpg"
 
@@ -78,19 +77,7 @@ def main() -> None:
                     "alexnet_viz", files={"data": ("x.jpg", image)}, data={"mode": "featuremaps"}, session=session
                 ),
             }
-            times: dict[str, list[float]] = {name: [] for name in variants}
-            rng = random.Random(0)
-            for i in range(args.warmup + args.rounds):
-                order = list(variants)
-                rng.shuffle(order)
-                for name in order:
-                    t0 = time.perf_counter()
-                    r = variants[name]()
-                    dt = time.perf_counter() - t0
-                    if r.status_code != 200:
-                        raise SystemExit(f"{name}: HTTP {r.status_code}: {r.text[:300]}")
-                    if i >= args.warmup:
-                        times[name].append(dt * 1000)
+            times = interleaved(variants, args.rounds, warmup=args.warmup, check=ok_200)
     base = statistics.median(times["stock image_classifier"])
     result = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or 'cpu'}",
