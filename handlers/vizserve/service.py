@@ -175,7 +175,12 @@ class VizService:
 
         explained, predicted = self._run_gradients(jobs, replies)
         # A gradient pass already classified its requests: only feature maps need the plain forward pass then.
-        plain = {i: job for i, job in jobs.items() if i not in predicted or job[0].wants("featuremaps")}
+        # Requests whose gradient pass failed already have their 500 and need no forward pass at all.
+        plain = {
+            i: job
+            for i, job in jobs.items()
+            if replies[i] is None and (i not in predicted or job[0].wants("featuremaps"))
+        }
         outputs = self._run_batches(plain, replies)
         for i, (req, x) in jobs.items():
             if req.optimization is not None and replies[i] is None:

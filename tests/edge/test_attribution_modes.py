@@ -159,3 +159,20 @@ def test_a_gradcam_request_classifies_in_its_own_pass(svc, image):
         handle.remove()
     assert first == [1] and calls == [1, 1, 1]  # gradcam alone: one pass; with feature maps: one more
     assert json.loads(only.body)["predictions"] == json.loads(both.body)["predictions"]
+
+
+def test_a_failed_gradient_pass_costs_no_further_forward_pass(image):
+    model = ShapesNet()
+    model.load_state_dict(torch.load("examples/shapes/weights.pt", weights_only=True))
+    transform, shape = preprocessing({"resize": 64, "crop": 64, "mean": MEAN, "std": STD})
+    svc = VizService(model.eval(), labels=CLASSES, transform=transform, device=torch.device("cpu"),
+                     name="shapes_viz", arch="shapes", weights="w", input_shape=shape, mean=MEAN, std=STD)  # fmt: skip
+
+    def broken(reqs, x):
+        raise RuntimeError("boom")
+
+    svc._gradcam = broken
+    calls = []
+    svc.model.register_forward_hook(lambda m, a, o: calls.append(1))
+    [reply] = svc.handle([{"data": image[0], "mode": "gradcam,featuremaps"}])
+    assert reply.status == 500 and calls == []
