@@ -5,7 +5,7 @@ of PNG or base64 (the edge, :mod:`vizserve`, does that).
 """
 
 from .actmax import ActmaxResult, Settings, Target, actmax, invert
-from .attributions import SALIENCY_METHODS, attribution_map, deconv_projection, saliency, top1
+from .attributions import SALIENCY_METHODS, attribution_map, deconv_projection, saliency
 from .cam import BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, capture_for_gradient
 from .capture import capture_outputs, restore_mode
 from .errors import InputTooLarge, InvalidInput, InvalidOption, UnknownLayer, VizError
@@ -40,7 +40,6 @@ __all__ = [
     "capture_for_gradient",
     "deconv_projection",
     "saliency",
-    "top1",
     "InputTooLarge",
     "InvalidInput",
     "InvalidOption",

@@ -37,15 +37,10 @@ from torch import nn
 
 from .capture import capture_outputs, restore_mode
 
-__all__ = ["SALIENCY_METHODS", "attribution_map", "deconv_projection", "saliency", "top1"]
+__all__ = ["SALIENCY_METHODS", "attribution_map", "deconv_projection", "saliency"]
 
 SALIENCY_METHODS = ("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet")
 _INTERNAL_BATCH = 32  # inputs per forward pass for integrated gradients and SmoothGrad, to bound memory
-
-
-def top1(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(x).argmax(1)
 
 
 def _quiet(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
