@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
 from cnnviz import Settings, Target, actmax, build_model, random_state_dict  # noqa: E402
-from cnnviz.actmax import _objective  # noqa: E402
+from cnnviz.actmax import Objective  # noqa: E402
 
 K = 16
 
@@ -63,8 +63,8 @@ def step_flops(model, layer: str, size: int) -> int:
     """FLOPs of one batched step of ours: forward to the layer and backward to the image."""
     x = torch.randn(K, 3, size, size, requires_grad=True)
     targets = [Target(layer, c) for c in range(K)]
-    with FlopCounterMode(display=False) as counter:
-        _objective(model, [layer], targets, x, False, {}).sum().backward()
+    with FlopCounterMode(display=False) as counter, Objective(model, targets) as objective:
+        objective(x).sum().backward()
     return counter.get_total_flops()
 
 

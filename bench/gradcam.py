@@ -47,7 +47,7 @@ def measure(arch: str, batch: int, rounds: int) -> list[dict]:
     model = build_model(arch)
     model.load_state_dict(random_state_dict(arch, seed=0))
     model.eval()
-    layer = LayerTable(model).cam_layer
+    layer = LayerTable(model, (3, 224, 224)).cam_layer
     module = dict(model.named_modules())[layer]
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     targets = torch.arange(batch) * 7

@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
-from cnnviz import build_model, imagenet_weights  # noqa: E402
+from cnnviz import build_model, torchvision_spec  # noqa: E402
 from vizserve import Limits, VizService  # noqa: E402
 
 IMAGE = (ROOT / "docs" / "grace_hopper.jpg").read_bytes()
@@ -24,11 +24,9 @@ IMAGE = (ROOT / "docs" / "grace_hopper.jpg").read_bytes()
 def main() -> None:
     print("| arch | request | response MB |\n|---|---|---|")
     for arch in ("alexnet", "vgg16", "resnet18"):
-        weights = imagenet_weights(arch)
         svc = VizService(
-            build_model(arch), labels=weights.meta["categories"], transform=weights.transforms(),
-            device=torch.device("cpu"), name=f"{arch}_viz", arch=arch, weights="random",
-            limits=Limits(max_response_bytes=2**40),
+            build_model(arch), torchvision_spec(arch, weights="random"), device=torch.device("cpu"),
+            name=f"{arch}_viz", limits=Limits(max_response_bytes=2**40),
         )  # fmt: skip
         biggest = max(svc.table.spatial_names, key=lambda n: torch.Size(svc.table[n].output_shape).numel())
         asks = {

@@ -20,11 +20,10 @@ from torchvision.utils import make_grid
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
-from cnnviz import build_model, imagenet_weights, random_state_dict  # noqa: E402
+from cnnviz import ModelSpec, build_model, random_state_dict, torchvision_spec  # noqa: E402
 from examples.shapes.model import ShapesNet  # noqa: E402
-from examples.shapes.shapes_data import CLASSES, MEAN, STD, make_shapes, normalize  # noqa: E402
+from examples.shapes.shapes_data import make_shapes, normalize  # noqa: E402
 from vizserve import VizService, render  # noqa: E402
-from vizserve.loading import preprocessing  # noqa: E402
 
 SHAPES = {  # picture: (class to draw, fields)
     "gradcam": (3, {"mode": "gradcam"}),
@@ -38,10 +37,9 @@ SHAPES = {  # picture: (class to draw, fields)
 def shapes_pictures() -> None:
     model = ShapesNet()
     model.load_state_dict(torch.load(ROOT / "examples" / "shapes" / "weights.pt", weights_only=True))
-    transform, shape = preprocessing({"resize": 64, "crop": 64, "mean": MEAN, "std": STD})
-    svc = VizService(model.eval(), labels=CLASSES, transform=transform, device=torch.device("cpu"),
-                     name="shapes_viz", arch="shapes", weights="file:weights.pt", input_shape=shape,
-                     mean=MEAN, std=STD)  # fmt: skip
+    doc = json.loads((ROOT / "examples" / "shapes" / "model.json").read_text())
+    spec = ModelSpec.from_dict(doc, arch="shapes", weights="file:weights.pt")
+    svc = VizService(model.eval(), spec, device=torch.device("cpu"), name="shapes_viz")
     images, labels, _ = make_shapes(100, seed=2026)
     for name, (label, fields) in SHAPES.items():
         k = int((labels == label).nonzero()[0])
@@ -64,11 +62,11 @@ def shapes_pictures() -> None:
 
 
 def main() -> None:
-    weights = imagenet_weights("alexnet")
     model = build_model("alexnet")
     model.load_state_dict(random_state_dict("alexnet", seed=0))
-    svc = VizService(model, labels=weights.meta["categories"], transform=weights.transforms(),
-                     device=torch.device("cpu"), name="alexnet_viz", arch="alexnet", weights="random")  # fmt: skip
+    svc = VizService(
+        model, torchvision_spec("alexnet", weights="random"), device=torch.device("cpu"), name="alexnet_viz"
+    )
     image = (ROOT / "docs" / "grace_hopper.jpg").read_bytes()
     [reply] = svc.handle([{"data": image, "mode": "featuremaps,filters", "channels": "32"}])
     out = json.loads(reply.body)

@@ -1,4 +1,4 @@
-"""Build TorchServe archives ``OUT/ARCH_viz.mar``: weights, ImageNet labels, model-config.yaml, handler and core.
+"""Build TorchServe archives ``OUT/ARCH_viz.mar``: weights, the model spec, labels, model-config.yaml, handler and core.
 
 Run through ``./archive.sh``; ``--help`` lists the options. Exit status 3 means some weights could not be had.
 """
@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,14 +26,18 @@ sys.path.insert(0, str(HANDLERS))
 
 from cnnviz import (  # noqa: E402
     ARCHITECTURES,
+    TRANSFORMERS,
+    InvalidOption,
+    LayerTable,
+    ModelSpec,
     WeightsUnavailable,
-    build_model,
+    check_arch,
     imagenet_state_dict,
-    imagenet_weights,
     load_weights,
-    model_from_file,
     read_state_dict,
+    torchvision_spec,
 )
+from vizserve import model_for, smallest_input_side  # noqa: E402
 
 PACKAGES = ("cnnviz", "vizserve")
 NO_WEIGHTS = 3
@@ -53,57 +58,59 @@ def model_dir_of(arch: str) -> Path | None:
     for candidate in (EXAMPLES / arch, Path(arch)):
         if (candidate / "model.json").is_file():
             return candidate.resolve()
+    if arch in TRANSFORMERS:
+        check_arch(arch)  # says why
     raise SystemExit(
-        f"archive.sh: unknown model {arch!r}: not one of {', '.join(ARCHITECTURES)}, and neither "
-        f"{EXAMPLES / arch} nor {arch} is a folder with a model.json (see examples/shapes)"
+        f"archive.sh: unknown model {arch!r}: not one of torchvision's CNNs ({', '.join(ARCHITECTURES)}), and "
+        f"neither {EXAMPLES / arch} nor {arch} is a folder with a model.json (see examples/shapes)"
     )
 
 
-def fresh_model(arch: str) -> torch.nn.Module:
+def base_spec(arch: str, args: argparse.Namespace) -> ModelSpec:
+    """The spec before weights and default layers: torchvision's metadata, or the user's model.json."""
     folder = model_dir_of(arch)
     if folder is None:
-        return build_model(arch)
-    return model_from_file(folder / json.loads((folder / "model.json").read_text())["model_file"])
+        return torchvision_spec(arch, args.weights_name)
+    doc = json.loads((folder / "model.json").read_text())
+    return ModelSpec.from_dict(doc, arch=folder.name, model_file=doc["model_file"])
 
 
-def weights_for(arch: str, args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], str]:
+def weights_for(arch: str, spec: ModelSpec, args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict and the tag responses report for it."""
+    folder = model_dir_of(arch) or ROOT
     if args.random_weights:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(args.seed)
-            return fresh_model(arch).state_dict(), "random"
-    folder = model_dir_of(arch)
+            return model_for(spec, folder).state_dict(), "random"
     path = Path(args.weights) if args.weights else None
-    if path is None and folder is not None:
+    if path is None and spec.model_file:
         path = folder / json.loads((folder / "model.json").read_text())["weights"]
     if path is not None:
         state = read_state_dict(path)
-        load_weights(fresh_model(arch), state, source=str(path))  # fail now, not in the worker
+        load_weights(model_for(spec, folder), state, source=str(path))  # fail now, not in the worker
         return state, f"file:{path.name}"
-    return imagenet_state_dict(arch, progress=sys.stderr.isatty()), imagenet_weights(arch).name
+    return imagenet_state_dict(arch, name=spec.weights_entry, progress=sys.stderr.isatty()), str(spec.weights_entry)
 
 
-def labels_of(arch: str) -> list[str]:
-    folder = model_dir_of(arch)
-    if folder is None:
-        return imagenet_weights(arch).meta["categories"]
-    return json.loads((folder / "model.json").read_text())["labels"]
+def full_spec(arch: str, spec: ModelSpec, state: dict[str, torch.Tensor], tag: str) -> ModelSpec:
+    """The spec with its weights tag, default layers and smallest input, from the model itself."""
+    folder = model_dir_of(arch) or ROOT
+    model = load_weights(model_for(spec, folder), state).eval()
+    spec = replace(spec, weights=tag).with_defaults(LayerTable(model, spec.input_shape))
+    if spec.min_side is None:
+        spec = replace(spec, min_side=smallest_input_side(model, spec.input_shape, torch.device("cpu")))
+    return spec
 
 
-def model_config(arch: str, tag: str, args: argparse.Namespace) -> dict:
+def model_config(spec: ModelSpec, args: argparse.Namespace) -> dict:
     handler = {
-        "arch": Path(arch).name,
-        "weights": tag,
+        "arch": spec.arch,
+        "weights": spec.weights,
         "weights_file": "weights.pt",
         "max_image_pixels": args.max_image_pixels,
         "max_input_side": args.max_input_side,
         "max_busy_seconds": args.max_busy_seconds,
     }
-    folder = model_dir_of(arch)
-    if folder is not None:
-        spec = json.loads((folder / "model.json").read_text())
-        handler["model_file"] = "model.py"
-        handler["preprocess"] = spec["preprocess"]
     limit = max_response_size(Path(args.config))
     if limit:
         handler["max_response_bytes"] = limit
@@ -118,7 +125,9 @@ def model_config(arch: str, tag: str, args: argparse.Namespace) -> dict:
 
 
 def build(arch: str, args: argparse.Namespace) -> Path:
-    state, tag = weights_for(arch, args)
+    spec = base_spec(arch, args)
+    state, tag = weights_for(arch, spec, args)
+    spec = full_spec(arch, spec, state, tag)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{arch}_viz_") as tmp:
@@ -126,14 +135,13 @@ def build(arch: str, args: argparse.Namespace) -> Path:
         extra = tmp / "extra"
         for pkg in PACKAGES:
             shutil.copytree(HANDLERS / pkg, extra / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        labels = labels_of(arch)
-        (extra / "index_to_name.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}))
-        folder = model_dir_of(arch)
-        if folder is not None:
-            model_file = json.loads((folder / "model.json").read_text())["model_file"]
-            shutil.copy(folder / model_file, extra / "model.py")
+        (extra / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
+        # TorchServe's own convention for labels, for tools that read it
+        (extra / "index_to_name.json").write_text(json.dumps({str(i): n for i, n in enumerate(spec.labels)}))
+        if spec.model_file:
+            shutil.copy(model_dir_of(arch) / spec.model_file, extra / spec.model_file)
         torch.save(state, tmp / "weights.pt")
-        (tmp / "model-config.yaml").write_text(yaml.safe_dump(model_config(arch, tag, args), sort_keys=False))
+        (tmp / "model-config.yaml").write_text(yaml.safe_dump(model_config(spec, args), sort_keys=False))
         name = f"{Path(arch).name}_viz"
         cmd = [
             str(Path(sys.executable).parent / "torch-model-archiver"),
@@ -149,7 +157,7 @@ def build(arch: str, args: argparse.Namespace) -> Path:
         ]  # fmt: skip
         subprocess.run(cmd, check=True)
     target = out / (name if args.archive_format == "no-archive" else f"{name}.mar")
-    print(f"built {target} (weights: {tag})")
+    print(f"built {target} (weights: {tag}; input {list(spec.input_shape)}; CAM layer {spec.cam_layer})")
     return target
 
 
@@ -164,13 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "arch", nargs="+", metavar="ARCH",
-        help=f"one of {', '.join(ARCHITECTURES)}, or a model of your own: a folder with a model.json, such as "
+        help="a CNN classifier of torchvision (every one that torchvision.models.list_models() lists, except the "
+        "vision transformers vit_*, swin_*, maxvit_t), or a model of your own: a folder with a model.json, such as "
         "examples/shapes (or just 'shapes')",
     )  # fmt: skip
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", metavar="FILE", help="state dict for the architecture (air-gapped sites)")
     src.add_argument("--random-weights", action="store_true", help="seeded random weights: smoke tests only")
     p.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+    p.add_argument(
+        "--weights-name", metavar="NAME",
+        help="torchvision's weights entry whose preprocessing and labels to use, e.g. IMAGENET1K_V2 or DEFAULT "
+        "(default: IMAGENET1K_V1 where the architecture has it, else DEFAULT)",
+    )  # fmt: skip
     p.add_argument("--out", default=str(ROOT / "model_store"), help="output folder (default model_store/)")
     p.add_argument("--config", default=str(ROOT / "config.properties"), help="TorchServe config to read limits from")
     p.add_argument("--batch-size", type=int, default=8, help="TorchServe batch size (default 8)")
@@ -188,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     for arch in args.arch:
         model_dir_of(arch)  # unknown names end here, before any work
+        if args.weights_name and model_dir_of(arch) is None:
+            try:
+                torchvision_spec(arch, args.weights_name)
+            except InvalidOption as exc:
+                p.error(str(exc))
     if args.max_busy_seconds >= args.response_timeout:
         p.error("--max-busy-seconds must stay below --response-timeout, or TorchServe kills the worker first")
     if args.weights and len(args.arch) > 1:

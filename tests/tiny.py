@@ -39,3 +39,39 @@ def tiny_input() -> torch.Tensor:
     x = torch.zeros(1, 3, 2, 3)
     x[0, 0] = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     return x
+
+
+class Tiny3D(nn.Module):
+    """Tiny over time: conv3d(3->2, k=(1, 2, 2)) -> ReLU(inplace) -> global average pool -> linear(2->3).
+
+    The same hand-set weights as :class:`Tiny`: channel 0 of the convolution sums its 2x2x3 window (one frame) and
+    subtracts 1, channel 1 is minus the sum; the linear layer copies the pooled channels to classes 0 and 1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv3d(3, 2, kernel_size=(1, 2, 2)), nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(2, 3)
+        with torch.no_grad():
+            conv = self.features[0]
+            conv.weight.copy_(torch.stack([torch.ones(3, 1, 2, 2), -torch.ones(3, 1, 2, 2)]))
+            conv.bias.copy_(torch.tensor([-1.0, 0.0]))
+            self.fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+            self.fc.bias.zero_()
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def tiny_clip() -> torch.Tensor:
+    """``[1, 3, 2, 2, 3]``: two frames; channel 0 is [[1, 2, 3], [4, 5, 6]] in frame 0 and twice that in frame 1.
+
+    By hand: conv channel 0 = [[11, 15]] in frame 0 and [[2 * 12 - 1, 2 * 16 - 1]] = [[23, 31]] in frame 1;
+    channel 1 = minus the sums: [[-12, -16]], [[-24, -32]]; pooled [20, 0]; logits [20, 0, 0].
+    """
+    x = torch.zeros(1, 3, 2, 2, 3)
+    frame = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    x[0, 0, 0], x[0, 0, 1] = frame, 2 * frame
+    return x

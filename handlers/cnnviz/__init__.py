@@ -1,55 +1,71 @@
 """cnnviz: what convolutional networks see, as tensors in and tensors out.
 
 A core free of any model server: it never imports TorchServe, takes its device from its inputs, and knows nothing
-of PNG or base64 (the edge, :mod:`vizserve`, does that).
+of PNG or base64 (the edge, :mod:`vizserve`, does that). Inputs are ``[N, C, *S]``: ``S`` is ``H, W`` for images
+and ``T, H, W`` for video, and the operations that allow it are written over ``x.shape[2:]``.
 """
 
-from .actmax import ActmaxResult, Settings, Target, actmax, invert
-from .attributions import SALIENCY_METHODS, attribution_map, deconv_projection, saliency
-from .cam import BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, capture_for_gradient
-from .capture import capture_outputs, restore_mode
+from .actmax import ActmaxResult, Objective, Settings, Target, actmax, invert
+from .attributions import BASELINES, SALIENCY_METHODS, attribution_map, baseline, deconv_projection, saliency
+from .cam import CAM_METHODS, BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, GuidedGradCAM, upsample
+from .capture import LayerHooks, capture_outputs, restore_mode
 from .errors import InputTooLarge, InvalidInput, InvalidOption, UnknownLayer, VizError
 from .inference import forward
-from .layers import LayerInfo, LayerTable
+from .layers import LayerInfo, LayerTable, clip_text
 from .models import (
     ARCHITECTURES,
+    TRANSFORMERS,
     WeightsUnavailable,
     build_model,
+    check_arch,
     imagenet_state_dict,
     imagenet_weights,
     load_weights,
     model_from_file,
     random_state_dict,
     read_state_dict,
+    torchvision_spec,
 )
+from .spec import ModelSpec, Preprocess
 from .visuals import diverging, featuremap_tiles, kernel_matrix, rgb_filter_tiles, select_channels
 
 __all__ = [
     "ARCHITECTURES",
+    "TRANSFORMERS",
     "ActmaxResult",
+    "Objective",
     "Settings",
     "Target",
     "actmax",
     "invert",
+    "BASELINES",
     "SALIENCY_METHODS",
+    "CAM_METHODS",
     "BaseCAM",
     "CamResult",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GuidedGradCAM",
     "attribution_map",
-    "capture_for_gradient",
+    "baseline",
     "deconv_projection",
     "saliency",
+    "upsample",
     "InputTooLarge",
     "InvalidInput",
     "InvalidOption",
+    "LayerHooks",
     "LayerInfo",
     "LayerTable",
+    "ModelSpec",
+    "Preprocess",
     "UnknownLayer",
     "VizError",
     "WeightsUnavailable",
     "build_model",
     "capture_outputs",
+    "check_arch",
+    "clip_text",
     "diverging",
     "featuremap_tiles",
     "forward",
@@ -63,4 +79,5 @@ __all__ = [
     "restore_mode",
     "rgb_filter_tiles",
     "select_channels",
+    "torchvision_spec",
 ]

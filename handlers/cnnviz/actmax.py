@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import capture_outputs, restore_mode
+from .capture import LayerHooks, restore_mode
 
 __all__ = [
-    "ActmaxResult", "Settings", "Target", "actmax", "fft_image", "invert", "pixel_image", "robustness_transforms",
+    "ActmaxResult", "Objective", "Settings", "Target", "actmax", "fft_image", "invert", "pixel_image",
+    "robustness_transforms",
 ]  # fmt: skip
 
 # Lucid's colour correlation (square root of the ImageNet colour covariance, by SVD), normalized by its largest norm.
@@ -166,46 +167,44 @@ def _total_variation(x: torch.Tensor) -> torch.Tensor:
 # -- the objective -------------------------------------------------------------------------------------------------
 
 
-class _Stop(Exception):
-    """Raised by the hook once every target layer has run: the layers above are not needed."""
+class Objective:
+    """Per-row objective ``[K]`` of the targets, one forward pass per call. The hooks are registered once, on entry
+    (``with objective:``), not per step; the pass stops after the deepest target layer unless a class is a target.
+    Units are taken at the same relative place when the transforms change a layer's size (``native`` holds each
+    layer's size on the first call)."""
 
+    def __init__(self, model: nn.Module, targets: Sequence[Target]) -> None:
+        self.targets = list(targets)
+        layers = sorted({t.layer for t in targets if t.layer})
+        self.needs_classes = any(not t.layer for t in targets)
+        self.hooks = LayerHooks(model, layers, keep="graph", stop=not self.needs_classes)
+        self.native: dict[str, tuple[int, ...]] = {}
 
-def _objective(model, layers, targets, x, needs_all, native: dict[str, tuple[int, int]]) -> torch.Tensor:
-    """Per-row objective ``[K]``, from one forward pass of ``x``. ``native`` holds each layer's spatial size for
-    the untransformed image (filled on the first call); units are taken at the same relative place."""
-    modules = dict(model.named_modules())
-    outputs: dict[str, torch.Tensor] = {}
+    def __enter__(self) -> Objective:
+        self.hooks.__enter__()
+        return self
 
-    def hook_for(name: str):
-        def hook(_m, _a, output):
-            outputs[name] = output
-            if not needs_all and len(outputs) == len(layers):
-                raise _Stop
-            return output.clone()  # in-place ops downstream change the copy, not the layer's own output
+    def __exit__(self, *exc) -> None:
+        self.hooks.close()
 
-        return hook
-
-    handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
-    try:
-        outputs[""] = model(x).log_softmax(dim=-1)
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    values = []
-    for k, t in enumerate(targets):
-        out = outputs[t.layer][k, t.channel]
-        if out.dim() == 0:
-            values.append(out)
-            continue
-        h, w = out.shape[-2:]
-        base_h, base_w = native.setdefault(t.layer, (h, w))
-        if t.y is None:
-            values.append(out.mean())
-        else:
-            values.append(out[min(h - 1, t.y * h // base_h), min(w - 1, t.x * w // base_w)])
-    return torch.stack(values)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.hooks.run(x)
+        outputs = dict(self.hooks.outputs)
+        if logits is not None:
+            outputs[""] = logits.log_softmax(dim=-1)
+        values = []
+        for k, t in enumerate(self.targets):
+            out = outputs[t.layer][k, t.channel]
+            if out.dim() == 0:
+                values.append(out)
+                continue
+            h, w = out.shape[-2:]
+            base_h, base_w = self.native.setdefault(t.layer, (h, w))
+            if t.y is None:
+                values.append(out.mean())
+            else:
+                values.append(out[min(h - 1, t.y * h // base_h), min(w - 1, t.x * w // base_w)])
+        return torch.stack(values)
 
 
 @dataclass(frozen=True)
@@ -245,9 +244,8 @@ Progress = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
 
 
 def _optimize(
-    model: nn.Module, k: int, objective: Callable[[torch.Tensor], torch.Tensor], cfg: Settings,
-    progress: Progress | None,
-) -> ActmaxResult:  # fmt: skip
+    model: nn.Module, k: int, objective: Objective | _Match, cfg: Settings, progress: Progress | None
+) -> ActmaxResult:
     """The loop shared by :func:`actmax` and :func:`invert`: ``objective`` maps a normalized batch to ``[K]``."""
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -279,7 +277,7 @@ def _optimize(
     try:
         for p in model.parameters():
             p.requires_grad_(False)  # gradients flow to the image only
-        with restore_mode(model, train=False), torch.enable_grad():
+        with restore_mode(model, train=False), torch.enable_grad(), objective:
             with torch.no_grad():
                 start = score(image()).detach()
             for step in range(cfg.steps):
@@ -319,12 +317,7 @@ def actmax(
     log-probability). ``progress`` is called after each step with ``(step, objective [K], images_fn)``. The model
     runs in eval mode (restored after) and its parameters get no gradients.
     """
-    layers = sorted({t.layer for t in targets if t.layer})
-    needs_all = any(not t.layer for t in targets)
-    native: dict[str, tuple[int, int]] = {}
-    return _optimize(
-        model, len(targets), lambda x: _objective(model, layers, targets, x, needs_all, native), settings, progress
-    )
+    return _optimize(model, len(targets), Objective(model, targets), settings, progress)
 
 
 def invert(
@@ -335,29 +328,30 @@ def invert(
     at ``layer`` matches that of ``x`` (normalized ``[3, H, W]``). The objective is minus the relative squared error
     ``|f(image) - f(x)|^2 / |f(x)|^2``, so ``result.end`` is minus the final match error; the default smoothness prior
     is total variation (``tv=0.05``), without transforms."""
-    with torch.no_grad(), capture_outputs(model, [layer]) as out:
-        model(x[None])
-    goal = out[layer]
-    norm = goal.pow(2).sum().clamp_min(1e-12)
-    modules = dict(model.named_modules())
+    return _optimize(model, 1, _Match(model, x, layer), settings, progress)
 
-    def objective(batch: torch.Tensor) -> torch.Tensor:
-        got: dict[str, torch.Tensor] = {}
 
-        def hook(_m, _a, output):
-            got["f"] = output
-            raise _Stop
+class _Match:
+    """Minus the relative squared error between ``layer``'s output for a batch and for the image ``x``."""
 
-        handle = modules[layer].register_forward_hook(hook)
-        try:
-            model(batch)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        f = got["f"]
-        if f.shape[-2:] != goal.shape[-2:]:  # transforms change the size
-            f = F.interpolate(f, size=goal.shape[-2:], mode="bilinear", align_corners=False)
-        return -((f - goal) ** 2).flatten(1).sum(1) / norm
+    def __init__(self, model: nn.Module, x: torch.Tensor, layer: str) -> None:
+        self.hooks = LayerHooks(model, [layer], keep="graph", stop=True)
+        self.layer = layer
+        with torch.no_grad(), self.hooks:
+            self.hooks.run(x[None])
+        self.goal = self.hooks.outputs[layer].detach()
+        self.norm = self.goal.pow(2).sum().clamp_min(1e-12)
 
-    return _optimize(model, 1, objective, settings, progress)
+    def __enter__(self) -> _Match:
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.hooks.close()
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.hooks.run(batch)
+        f = self.hooks.outputs[self.layer]
+        if f.shape[-2:] != self.goal.shape[-2:]:  # transforms change the size
+            f = F.interpolate(f, size=self.goal.shape[-2:], mode="bilinear", align_corners=False)
+        return -((f - self.goal) ** 2).flatten(1).sum(1) / self.norm

@@ -1,8 +1,8 @@
 """Gradient attributions through Captum, and the Zeiler & Fergus deconvnet projection of one channel.
 
 Captum does the work (it is the attribution library TorchServe's own explanations use, and it removes its ReLU
-hooks itself); this module picks targets per row, bounds memory, and reduces attributions ``[N, 3, H, W]`` to maps
-``[N, H, W]``:
+hooks itself); this module picks targets per row, bounds memory, and reduces attributions ``[N, 3, *S]`` to maps
+``[N, *S]`` (``S`` is ``H, W``, or ``T, H, W`` for video):
 
 ====================== =============================================== ==============================
 method                 Captum                                          map
@@ -35,11 +35,14 @@ from captum.attr import (
 )
 from torch import nn
 
-from .capture import capture_outputs, restore_mode
+from .capture import LayerHooks, restore_mode
 
-__all__ = ["SALIENCY_METHODS", "attribution_map", "deconv_projection", "saliency"]
+__all__ = ["BASELINES", "SALIENCY_METHODS", "attribution_map", "baseline", "deconv_projection", "saliency"]
 
 SALIENCY_METHODS = ("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet")
+#: Integrated-gradients starting points: ``black`` and ``white`` images, or ``zero`` in normalized units (the mean
+#: image, Captum's default).
+BASELINES = ("black", "zero", "white")
 _INTERNAL_BATCH = 32  # inputs per forward pass for integrated gradients and SmoothGrad, to bound memory
 
 
@@ -48,6 +51,17 @@ def _quiet(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
         return fn()
+
+
+def baseline(kind: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor | None:
+    """The normalized input of a black (0) or white (1) image, ``[C, 1, ...]`` broadcastable to an input, from the
+    normalization ``mean`` and ``std`` ``[C]``; ``None`` for ``zero`` (Captum's default zero tensor)."""
+    if kind not in BASELINES:
+        raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got {kind!r}")
+    if kind == "zero":
+        return None
+    value = 0.0 if kind == "black" else 1.0
+    return (value - mean) / std
 
 
 def saliency(
@@ -61,7 +75,7 @@ def saliency(
     steps: int = 32,
     baseline: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Attributions ``[N, 3, H, W]`` of each row's target class (a logit) to the normalized input ``x``.
+    """Attributions ``[N, C, *S]`` of each row's target class (a logit) to the normalized input ``x`` ``[N, C, *S]``.
 
     Args:
         targets: ``[N]`` class indices (long).
@@ -69,7 +83,7 @@ def saliency(
         samples: SmoothGrad noisy copies per image (default 16).
         noise: SmoothGrad noise, as a fraction of the input range (default 0.15, the paper's 10-20%).
         steps: integrated-gradients steps (default 32).
-        baseline: integrated-gradients start, broadcastable to ``x``; default zeros (the caller passes black).
+        baseline: integrated-gradients start, broadcastable to ``x`` (see :func:`baseline`); default zeros.
     """
     x = x.detach().clone().requires_grad_(True)
     target = targets.tolist()
@@ -99,7 +113,7 @@ def saliency(
 
 
 def attribution_map(attributions: torch.Tensor, method: str) -> torch.Tensor:
-    """``[N, 3, H, W]`` -> ``[N, H, W]`` >= 0, as the table in this module's docstring says."""
+    """``[N, C, *S]`` -> ``[N, *S]`` >= 0, as the table in this module's docstring says."""
     if method == "integrated_gradients":
         return attributions.sum(dim=1).abs()
     return attributions.abs().amax(dim=1)
@@ -115,16 +129,16 @@ def deconv_projection(
     ``Deconvolution`` rule), and transposed convolution with the same filters (the gradient of convolution).
 
     Args:
-        x: normalized input ``[N, 3, H, W]``.
+        x: normalized input ``[N, C, *S]``.
         channels: ``[N]`` channel per row; ``None`` or ``-1`` picks each row's most active channel (largest single
             activation, as Z&F chose their top activations).
 
     Returns:
-        ``(projection [N, 3, H, W], channels [N], activation [N])`` where ``activation`` is the channel's peak.
+        ``(projection [N, C, *S], channels [N], activation [N])`` where ``activation`` is the channel's peak.
     """
-    with torch.inference_mode(), capture_outputs(model, [layer]) as out:
-        model(x)
-    acts = out[layer]
+    with torch.inference_mode(), LayerHooks(model, [layer], stop=True) as hooks:
+        hooks.run(x)
+    acts = hooks.outputs[layer]
     peaks = acts.flatten(2).amax(2)  # [N, C]
     best = peaks.argmax(1)
     chosen = best if channels is None else torch.where(channels.to(best.device) < 0, best, channels.to(best.device))
@@ -132,7 +146,7 @@ def deconv_projection(
 
     def selector(output: torch.Tensor) -> torch.Tensor:
         fmap = output[rows, chosen]
-        return (fmap * fmap.detach().clamp_min(0)).sum(dim=(1, 2))  # gradient: the rectified map itself
+        return (fmap * fmap.detach().clamp_min(0)).flatten(1).sum(1)  # gradient: the rectified map itself
 
     xg = x.detach().clone().requires_grad_(True)
     with restore_mode(model, train=False), torch.enable_grad():

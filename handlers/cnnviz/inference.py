@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .capture import capture_outputs
+from .capture import LayerHooks
 
 __all__ = ["forward"]
 
@@ -19,13 +19,13 @@ def forward(
 
     Args:
         model: a classifier returning logits ``[N, K]``; run as it is (call ``model.eval()`` first).
-        x: normalized input ``[N, 3, H, W]`` on the model's device.
+        x: normalized input ``[N, C, *S]`` on the model's device.
         layers: names from ``model.named_modules()`` whose outputs to keep (validated by the caller).
 
     Returns:
         ``(probs [N, K], {layer: output [N, ...]})``, softmax over the logits, on ``x``'s device. Runs under
         ``torch.inference_mode()``.
     """
-    with torch.inference_mode(), capture_outputs(model, layers) as outputs:
-        logits = model(x)
-    return logits.softmax(dim=-1), outputs
+    with torch.inference_mode(), LayerHooks(model, layers) as hooks:
+        logits = hooks.run(x)
+    return logits.softmax(dim=-1), dict(hooks.outputs)

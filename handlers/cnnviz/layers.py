@@ -1,21 +1,41 @@
 """The layers of a model, by the names ``model.named_modules()`` gives them, and what each outputs.
 
-Names are only ever looked up in that table: request text is never evaluated or walked as attributes.
+Names are only ever looked up in that table: request text is never evaluated or walked as attributes. Everything
+here is written over ``output.shape[1:]``, so a 2-D network (``[C, H, W]`` maps) and a 3-D one (``[C, T, H, W]``)
+are read the same way.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .capture import restore_mode
+from .capture import LayerHooks, restore_mode
 from .errors import UnknownLayer
 
-__all__ = ["LayerInfo", "LayerTable"]
+__all__ = ["LayerInfo", "LayerTable", "clip_text"]
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def clip_text(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis), for echoing request text in error messages."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _pools(module: nn.Module) -> bool:
+    return "Pool" in type(module).__name__
+
+
+def _passes_through(module: nn.Module) -> bool:
+    """Pooling and dropout-like modules: they name no stage of features of their own."""
+    name = type(module).__name__
+    return _pools(module) or "Dropout" in name or name in ("Identity", "StochasticDepth", "Flatten")
 
 
 @dataclass(frozen=True)
@@ -31,7 +51,8 @@ class LayerInfo:
 
     @property
     def spatial(self) -> bool:
-        return self.output_shape is not None and len(self.output_shape) == 3
+        """Whether the output is feature maps: ``[C, H, W]`` or ``[C, T, H, W]``."""
+        return self.output_shape is not None and len(self.output_shape) >= 3
 
     def as_dict(self) -> dict:
         shape = list(self.output_shape) if self.output_shape is not None else None
@@ -39,38 +60,26 @@ class LayerInfo:
 
 
 class LayerTable:
-    """Every named module of ``model`` with its output shape for one input of ``input_shape`` ``(C, H, W)``.
+    """Every named module of ``model`` with its output shape for one input of ``input_shape`` (``(C, H, W)`` or
+    ``(C, T, H, W)``).
 
     Built with one forward pass on zeros, on the model's own device; the model's train/eval mode is restored.
     """
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> None:
+    def __init__(self, model: nn.Module, input_shape: Sequence[int]) -> None:
         self.input_shape = tuple(int(s) for s in input_shape)
         modules = {name: m for name, m in model.named_modules() if name}
-        shapes: dict[str, tuple[int, ...]] = {}
-        finished: list[str] = []  # execution order: a container finishes after its children
-
-        def hook_for(name: str):
-            def hook(_module, _args, output):
-                if isinstance(output, torch.Tensor):
-                    shapes[name] = tuple(output.shape[1:])
-                    finished.append(name)
-
-            return hook
-
-        handles = [m.register_forward_hook(hook_for(n)) for n, m in modules.items()]
         device = next(model.parameters()).device
-        try:
-            with restore_mode(model, train=False), torch.inference_mode():
-                model(torch.zeros((1, *self.input_shape), device=device))
-        finally:
-            for h in handles:
-                h.remove()
+        with restore_mode(model, train=False), torch.inference_mode(), LayerHooks(model, modules, keep="shape") as h:
+            h.run(torch.zeros((1, *self.input_shape), device=device))
         self._layers = {
-            name: LayerInfo(name, type(m).__name__, shapes.get(name), isinstance(m, nn.Conv2d))
+            name: LayerInfo(name, type(m).__name__, h.shapes.get(name), isinstance(m, _CONVS))
             for name, m in modules.items()
         }
-        self._finished = list(dict.fromkeys(reversed(finished)))[::-1]  # each module at its last finish
+        self._types = {name: m for name, m in modules.items()}
+        self._events = list(h.events)
+        order = [name for name, _, _ in self._events]
+        self._finished = list(dict.fromkeys(reversed(order)))[::-1]  # each module at its last finish
 
     def __iter__(self):
         return iter(self._layers.values())
@@ -90,6 +99,7 @@ class LayerTable:
 
     @property
     def conv_names(self) -> list[str]:
+        """Convolutions (the modules with filters), in the order ``named_modules()`` lists them."""
         return [i.name for i in self if i.has_filters]
 
     @property
@@ -97,42 +107,73 @@ class LayerTable:
         return [i.name for i in self if i.spatial]
 
     @property
-    def default_layers(self) -> list[str]:
-        """The first and the last convolution (one name when the model has a single one)."""
-        convs = self.conv_names
+    def executed_convs(self) -> list[str]:
+        """Convolutions in the order they ran (each at its last run)."""
+        return [n for n in self._finished if self._layers[n].has_filters]
+
+    @property
+    def filter_layers(self) -> list[str]:
+        """The first and the last convolution that ran (one name when the model has a single one)."""
+        convs = self.executed_convs
         return list(dict.fromkeys([convs[0], convs[-1]])) if convs else []
 
     @property
+    def default_layers(self) -> list[str]:
+        """Feature maps shown by default (:meth:`featuremap_defaults` of :attr:`cam_layer`)."""
+        return self.featuremap_defaults(self.cam_layer)
+
+    def featuremap_defaults(self, cam_layer: str | None) -> list[str]:
+        """The first convolution and the last one, or the last stage ``cam_layer`` where the last convolution's
+        output is not that stage's (DenseNet concatenates 32-channel convolutions into 1024 channels; Inception's
+        branches into 2048)."""
+        layers = self.filter_layers
+        if layers and cam_layer and self._layers[layers[-1]].output_shape != self._layers[cam_layer].output_shape:
+            layers = list(dict.fromkeys([layers[0], cam_layer]))
+        return layers
+
+    @property
     def cam_layer(self) -> str | None:
-        """The last convolutional stage: of the modules whose output has the last convolution's shape, the one that
-        finishes last in a forward pass (AlexNet ``features.11``, VGG16 ``features.29``, ResNet ``layer4``)."""
-        convs = self.conv_names
-        if not convs:
-            return None
-        shape = self._layers[convs[-1]].output_shape
-        same = [n for n in self._finished if self._layers[n].output_shape == shape]
-        return same[-1]
+        """The last convolutional stage: the last output of the forward pass that still has spatial extent (more
+        than one position) and that a pooling or dropout layer did not make, named by the outermost module that
+        returns it (AlexNet ``features.11``, VGG16 ``features.29``, ResNet ``layer4``, DenseNet ``features``,
+        Inception-v3 ``Mixed_7c``, EfficientNet ``features``)."""
+        best: str | None = None
+        group_ok, group_name = False, None
+        for name, shape, same in self._events:
+            module = self._types[name]
+            if not same:  # a new tensor: a new group, judged by the module that made it
+                group_ok = len(shape) >= 3 and math.prod(shape[1:]) > 1 and not _pools(module)
+                group_name = None
+            if not _passes_through(module):
+                group_name = name
+            if group_ok and group_name is not None:
+                best = group_name
+        return best
 
     def resolve(self, names: Iterable[str], *, need: str = "any") -> list[str]:
         """Check ``names`` against the table and return them, in order, without repeats.
 
-        ``need`` is ``"any"``, ``"spatial"`` (a ``[C, H, W]`` output, for feature maps) or ``"filters"``
-        (a ``Conv2d``). Raises :class:`UnknownLayer` naming the offender and the valid names.
+        ``need`` is ``"any"``, ``"spatial"`` (a ``[C, H, W]`` or ``[C, T, H, W]`` output, for feature maps) or
+        ``"filters"`` (a convolution). Raises :class:`UnknownLayer` naming the offender and the valid names.
         """
         valid = {"any": self.names, "spatial": self.spatial_names, "filters": self.conv_names}[need]
         out: list[str] = []
         for name in names:
             if name not in self._layers:
-                close = difflib.get_close_matches(name, self.names, n=3)
+                close = difflib.get_close_matches(name[:200], self.names, n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise UnknownLayer(f"unknown layer {name!r}{hint}; valid: {', '.join(self.names)}")
+                raise UnknownLayer(
+                    f"unknown layer {clip_text(name)!r}{hint}; valid: {clip_text(', '.join(self.names), 2000)}"
+                )
             if name not in valid:
                 info = self._layers[name]
                 what = {
-                    "spatial": f"outputs {list(info.output_shape or ())}, not [C, H, W] feature maps",
+                    "spatial": f"outputs {list(info.output_shape or ())}, not [C, H, W] or [C, T, H, W] feature maps",
                     "filters": "has no convolution filters",
                 }[need]
-                raise UnknownLayer(f"layer {name!r} ({info.type}) {what}; layers that do: {', '.join(valid)}")
+                raise UnknownLayer(
+                    f"layer {name!r} ({info.type}) {what}; layers that do: {clip_text(', '.join(valid), 2000)}"
+                )
             if name not in out:
                 out.append(name)
         return out

@@ -1,17 +1,20 @@
-"""The architectures this package serves, built through torchvision, and their weights.
+"""The architectures this package serves (every CNN classifier torchvision has), built through torchvision, and
+their weights.
 
-Weights come from torchvision's weights API (``IMAGENET1K_V1``), from a state-dict file, or from a seeded random
-initialisation (smoke tests only). Nothing here downloads unless :func:`imagenet_state_dict` is called.
+Weights come from torchvision's weights API (``IMAGENET1K_V1`` by default), from a state-dict file, or from a seeded
+random initialisation (smoke tests only). Nothing here downloads unless :func:`imagenet_state_dict` is called.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,52 +22,121 @@ from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
 from .errors import InvalidOption
+from .spec import ModelSpec, Preprocess
 
 __all__ = [
     "ARCHITECTURES",
+    "TRANSFORMERS",
     "build_model",
+    "check_arch",
     "imagenet_weights",
     "imagenet_state_dict",
     "random_state_dict",
     "read_state_dict",
     "load_weights",
     "model_from_file",
+    "torchvision_spec",
     "WeightsUnavailable",
 ]
 
-#: Architectures served, as torchvision names them.
-ARCHITECTURES: tuple[str, ...] = ("alexnet", "vgg16", "vgg19", "resnet18", "resnet50")
+#: torchvision's vision transformers: their layers output token sequences, not feature maps (refused, see
+#: :func:`check_arch`).
+TRANSFORMERS: tuple[str, ...] = tuple(
+    n for n in tvm.list_models(module=tvm) if n.startswith(("vit_", "swin", "maxvit"))
+)
+#: Every convolutional classification architecture of torchvision, by its name.
+ARCHITECTURES: tuple[str, ...] = tuple(n for n in tvm.list_models(module=tvm) if n not in TRANSFORMERS)
+
+# Builder arguments torchvision itself passes when it loads pretrained weights (its builders set them only when
+# ``weights`` is given; we build without weights and load them ourselves). The auxiliary classifiers exist only for
+# training; their keys in a state dict are skipped by load_weights.
+_BUILDER_ARGS: dict[str, dict] = {
+    "inception_v3": {"transform_input": True, "aux_logits": False, "init_weights": False},
+    "googlenet": {"transform_input": True, "aux_logits": False, "init_weights": False},
+}
+# Where the last-stage rule of LayerTable.cam_layer is not what a person would pick: SqueezeNet's classifier is a
+# 1x1 convolution to 1000 class maps, whose Grad-CAM is the class's own map, not a weighting of features.
+_CAM_LAYERS = {"squeezenet1_0": "features", "squeezenet1_1": "features"}
 
 
 class WeightsUnavailable(RuntimeError):
     """torchvision's pretrained weights could not be had (offline, or not in the cache)."""
 
 
-def _check_arch(arch: str) -> str:
+def check_arch(arch: str) -> str:
+    """``arch`` if torchvision has it as a CNN classifier; else :class:`InvalidOption` that says why and what is."""
+    if arch in TRANSFORMERS:
+        raise InvalidOption(
+            f"{arch} is a vision transformer: its blocks output token sequences [tokens, C], not feature maps "
+            f"[C, H, W], so feature maps, filters and Grad-CAM layers do not apply to it. Served: the CNNs "
+            f"{', '.join(ARCHITECTURES)}"
+        )
     if arch not in ARCHITECTURES:
-        raise InvalidOption(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+        close = difflib.get_close_matches(arch, ARCHITECTURES, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InvalidOption(f"unknown architecture {arch!r}{hint}; valid: {', '.join(ARCHITECTURES)}")
     return arch
 
 
-def build_model(arch: str) -> nn.Module:
-    """An untrained ``arch`` from torchvision, in eval mode, on the CPU (1000 ImageNet classes)."""
-    return tvm.get_model(_check_arch(arch), weights=None).eval()
+def build_model(arch: str, builder: Mapping[str, Any] | None = None) -> nn.Module:
+    """An untrained ``arch`` from torchvision, in eval mode, on the CPU, built with ``builder`` (keyword arguments
+    of torchvision's builder; default: as its pretrained weights expect, without auxiliary classifiers)."""
+    kwargs = _BUILDER_ARGS.get(arch, {}) if builder is None else builder
+    return tvm.get_model(check_arch(arch), weights=None, **kwargs).eval()
 
 
-def imagenet_weights(arch: str) -> WeightsEnum:
-    """torchvision's ``IMAGENET1K_V1`` weights entry for ``arch``: url, categories and eval transform.
+def imagenet_weights(arch: str, name: str | None = None) -> WeightsEnum:
+    """torchvision's weights entry for ``arch``: url, categories, eval transform and metadata.
 
-    V1 for every architecture, so that preprocessing is resize 256 / crop 224 everywhere (ResNet-50's V2 uses 232).
+    ``name`` picks one (``IMAGENET1K_V2``, ``DEFAULT``); by default ``IMAGENET1K_V1`` where it exists (resize 256 /
+    crop 224 for most, as the papers and the course notes used), else torchvision's ``DEFAULT``.
     """
-    return tvm.get_model_weights(_check_arch(arch)).IMAGENET1K_V1
+    entries = tvm.get_model_weights(check_arch(arch))
+    if name is None:
+        name = "IMAGENET1K_V1" if "IMAGENET1K_V1" in entries.__members__ else "DEFAULT"
+    try:
+        return entries[name]
+    except KeyError:
+        raise InvalidOption(f"{arch} has no weights {name!r}; it has: {', '.join(entries.__members__)}") from None
 
 
-def imagenet_state_dict(arch: str, *, progress: bool = False) -> dict[str, torch.Tensor]:
-    """The pretrained state dict, from torchvision's cache under ``$TORCH_HOME`` or downloaded when online.
+def torchvision_spec(arch: str, weights_name: str | None = None, **changes) -> ModelSpec:
+    """The spec of a torchvision architecture from its weights' own metadata: the eval transform (resize, crop,
+    interpolation, mean, std: what ``weights.transforms()`` does), the input size, the smallest input, the labels and
+    the builder arguments. Default layers are left to the layer table (:meth:`ModelSpec.with_defaults`), except
+    where :data:`_CAM_LAYERS` names one. ``changes`` override fields (``weights``)."""
+    entry = imagenet_weights(arch, weights_name)
+    t = entry.transforms()
+    crop = (int(t.crop_size[0]),) * 2 if len(t.crop_size) == 1 else tuple(int(c) for c in t.crop_size)
+    pre = Preprocess(
+        resize=int(t.resize_size[0]),
+        crop=crop,
+        mean=tuple(float(v) for v in t.mean),
+        std=tuple(float(v) for v in t.std),
+        interpolation=t.interpolation.value,
+    )
+    values = {
+        "arch": arch,
+        "input_shape": (3, *crop),
+        "preprocess": pre,
+        "labels": tuple(entry.meta["categories"]),
+        "weights": entry.name,
+        "weights_entry": entry.name,
+        "builder": dict(_BUILDER_ARGS.get(arch, {})),
+        "min_side": int(min(entry.meta.get("min_size", (1, 1)))),
+        "cam_layer": _CAM_LAYERS.get(arch),
+    }
+    values.update(changes)
+    return ModelSpec(**values)
+
+
+def imagenet_state_dict(arch: str, *, name: str | None = None, progress: bool = False) -> dict[str, torch.Tensor]:
+    """The pretrained state dict (entry ``name``, see :func:`imagenet_weights`), from torchvision's cache under
+    ``$TORCH_HOME`` or downloaded when online.
 
     Raises :class:`WeightsUnavailable` with the ways out when neither works.
     """
-    weights = imagenet_weights(arch)
+    weights = imagenet_weights(arch, name)
     try:
         return weights.get_state_dict(progress=progress, check_hash=True)
     except Exception as exc:  # urllib, socket and hash errors all mean the same thing to the caller
@@ -107,7 +179,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "state dict") -> nn.Module:
-    """Load ``state`` strictly, with an error that names the missing and unexpected keys."""
+    """Load ``state`` strictly, with an error that names the missing and unexpected keys.
+
+    Keys of submodules the model has set to ``None`` are skipped: torchvision's Inception-v3 and GoogLeNet weights
+    carry auxiliary classifiers that exist only for training (torchvision drops them the same way).
+    """
+    absent = {n for n, v in vars(model).items() if v is None and not n.startswith("_")}
+    dropped = tuple(f"{n}." for n in absent | {n for n, m in model._modules.items() if m is None})
+    state = {k: v for k, v in state.items() if not (dropped and k.startswith(dropped))}
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(

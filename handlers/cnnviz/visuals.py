@@ -32,25 +32,26 @@ def _minmax(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
 def featuremap_tiles(
     fmap: torch.Tensor, channels: int | None = 64, normalize: str = "channel"
 ) -> tuple[torch.Tensor, list[int]]:
-    """Tiles of a layer's output for one image.
+    """Tiles of a layer's output for one input.
 
     Args:
-        fmap: ``[C, H, W]``.
+        fmap: ``[C, *S]``: ``[C, H, W]``, or ``[C, T, H, W]`` for video.
         channels: how many channels to show, from channel 0; ``None`` for all. Default 64.
         normalize: ``"channel"`` (default; each channel min-max to [0, 1]) or ``"layer"`` (one min-max over all
             ``C`` channels, shown or not).
 
     Returns:
-        ``(tiles [K, 1, H, W] in [0, 1], channel indices [K])``.
+        ``(tiles [K, 1, *S] in [0, 1], channel indices [K])``.
     """
-    if fmap.dim() != 3:
-        raise ValueError(f"expected a feature map [C, H, W], got shape {list(fmap.shape)}")
+    if fmap.dim() < 3:
+        raise ValueError(f"expected a feature map [C, H, W] or [C, T, H, W], got shape {list(fmap.shape)}")
     idx = select_channels(fmap.shape[0], channels)
     fmap = fmap.float()
+    space = tuple(range(1, fmap.dim()))
     if normalize == "channel":
-        tiles = _minmax(fmap[idx], dims=(1, 2))
+        tiles = _minmax(fmap[idx], dims=space)
     elif normalize == "layer":
-        tiles = _minmax(fmap, dims=(0, 1, 2))[idx]
+        tiles = _minmax(fmap, dims=(0, *space))[idx]
     else:
         raise ValueError(f"normalize must be 'channel' or 'layer', got {normalize!r}")
     return tiles.unsqueeze(1), idx

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cnnviz import GradCAM, GradCAMPlusPlus, capture_for_gradient
+from cnnviz import GradCAM, GradCAMPlusPlus, LayerHooks
 from tests.tiny import Tiny, tiny_input
 
 
@@ -16,9 +16,9 @@ def tiny_with_mixed_signs():
 
 def test_hook_keeps_the_layers_own_output_before_the_inplace_relu():
     model = Tiny()
-    with torch.enable_grad(), capture_for_gradient(model, "features.0") as store:
-        model(tiny_input())
-    assert store["output"].tolist() == [[[[11.0, 15.0]], [[-12.0, -16.0]]]]
+    with torch.enable_grad(), LayerHooks(model, ["features.0"], keep="graph") as hooks:
+        hooks.run(tiny_input())
+    assert hooks.outputs["features.0"].tolist() == [[[[11.0, 15.0]], [[-12.0, -16.0]]]]
     assert not model.features[0]._forward_hooks
 
 

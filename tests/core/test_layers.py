@@ -56,7 +56,7 @@ def test_table_restores_train_mode():
     ],
 )
 def test_default_layers_of_the_served_architectures(arch, first, last, shape_first, shape_last):
-    table = LayerTable(build_model(arch))
+    table = LayerTable(build_model(arch), (3, 224, 224))
     assert table.default_layers == [first, last]
     assert table[first].as_dict()["output_shape"] == shape_first
     assert table[last].as_dict()["output_shape"] == shape_last

@@ -32,8 +32,45 @@ def test_core_never_imports_torchserve():
 
 
 def test_unknown_arch_lists_the_valid_ones():
-    with pytest.raises(InvalidOption, match="unknown architecture 'lenet'; valid: alexnet, vgg16"):
+    with pytest.raises(InvalidOption, match=r"unknown architecture 'lenet' \(did you mean .*\); valid: alexnet, conv"):
         build_model("lenet")
+
+
+def test_every_torchvision_cnn_is_served_and_transformers_are_refused_with_the_reason():
+    import torchvision
+
+    listed = set(torchvision.models.list_models(module=torchvision.models))
+    assert set(cnnviz.ARCHITECTURES) | set(cnnviz.TRANSFORMERS) == listed
+    assert {"densenet121", "inception_v3", "efficientnet_v2_s", "convnext_tiny", "regnet_y_400mf"} <= set(
+        cnnviz.ARCHITECTURES
+    )
+    assert {"vit_b_16", "swin_t", "maxvit_t"} <= set(cnnviz.TRANSFORMERS)
+    with pytest.raises(InvalidOption, match=r"vit_b_16 is a vision transformer: .*token sequences"):
+        build_model("vit_b_16")
+
+
+def test_inception_spec_comes_from_its_weights_metadata():
+    spec = cnnviz.torchvision_spec("inception_v3")
+    assert spec.input_shape == (3, 299, 299) and spec.preprocess.resize == 342 and spec.preprocess.crop == (299, 299)
+    assert spec.builder == {"transform_input": True, "aux_logits": False, "init_weights": False}
+    assert spec.min_side == 75 and spec.weights == "IMAGENET1K_V1" and len(spec.labels) == 1000
+    model = build_model("inception_v3")
+    assert model.transform_input and model.AuxLogits is None
+    b1 = cnnviz.torchvision_spec("efficientnet_b1", "IMAGENET1K_V2")
+    assert b1.preprocess.interpolation == "bilinear" and b1.preprocess.resize == 255 and b1.weights == "IMAGENET1K_V2"
+    with pytest.raises(InvalidOption, match="alexnet has no weights 'IMAGENET1K_V9'; it has: IMAGENET1K_V1"):
+        cnnviz.torchvision_spec("alexnet", "IMAGENET1K_V9")
+
+
+def test_auxiliary_classifier_keys_of_pretrained_weights_are_skipped():
+    import torchvision
+
+    with_aux = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).state_dict()
+    assert any(k.startswith("aux1.") for k in with_aux)
+    model = load_weights(build_model("googlenet"), with_aux)
+    assert torch.equal(model.fc.weight, with_aux["fc.weight"])
+    with pytest.raises(ValueError, match="unexpected"):
+        load_weights(build_model("resnet18"), {**random_state_dict("resnet18"), "aux1.x": torch.zeros(1)})
 
 
 def test_random_weights_are_seeded():

@@ -21,7 +21,7 @@ def test_featuremap_tiles_layer_scale_uses_all_channels_even_unshown():
 
 
 def test_featuremap_tiles_checks_shape_and_normalize():
-    with pytest.raises(ValueError, match=r"expected a feature map \[C, H, W\], got shape \[2, 2\]"):
+    with pytest.raises(ValueError, match=r"expected a feature map \[C, H, W\] or \[C, T, H, W\], got shape \[2, 2\]"):
         featuremap_tiles(torch.zeros(2, 2))
     with pytest.raises(ValueError, match="normalize must be"):
         featuremap_tiles(torch.zeros(1, 2, 2), normalize="global")

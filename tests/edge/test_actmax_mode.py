@@ -8,23 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnviz import LayerTable, build_model, imagenet_weights
-from examples.shapes.model import ShapesNet
-from examples.shapes.shapes_data import CLASSES, MEAN, STD
+from cnnviz import build_model, torchvision_spec
 from tests.images import shape_png
+from tests.services import shapes_service
 from vizserve import Limits, VizService, parse_request
-from vizserve.loading import preprocessing
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def make(limits=Limits()):
-    model = ShapesNet()
-    model.load_state_dict(torch.load("examples/shapes/weights.pt", weights_only=True))
-    transform, shape = preprocessing({"resize": 64, "crop": 64, "mean": MEAN, "std": STD})
-    return VizService(model.eval(), labels=CLASSES, transform=transform, device=torch.device("cpu"),
-                      name="shapes_viz", arch="shapes", weights="w", input_shape=shape, mean=MEAN, std=STD,
-                      limits=limits)  # fmt: skip
+    return shapes_service(limits)
 
 
 @pytest.fixture(scope="module")
@@ -121,21 +114,21 @@ def test_every_cap_gives_a_400_that_names_it(svc, fields, match):
 
 
 def test_target_count_cap():
-    table = LayerTable(build_model("alexnet"))
-    labels = imagenet_weights("alexnet").meta["categories"]
+    served = VizService(build_model("alexnet"), torchvision_spec("alexnet"), device=torch.device("cpu"), name="a")
+    served = served.served
     from cnnviz import InvalidOption
 
     with pytest.raises(InvalidOption, match="more than 64 targets; at most 64 a request"):
-        parse_request({"mode": "actmax", "layer": "features.10", "channel": "0-64"}, table, labels)
-    ok = parse_request({"mode": "actmax", "layer": "features.10", "channel": "0-63"}, table, labels)
-    assert len(ok.optimization.targets) == 64
+        parse_request({"mode": "actmax", "layer": "features.10", "channel": "0-64"}, served)
+    ok = parse_request({"mode": "actmax", "layer": "features.10", "channel": "0-63"}, served)
+    assert len(ok.values["actmax"]["targets"]) == 64
 
 
 def test_precision_auto_resolves_to_what_the_device_does_well(svc):
-    from vizserve.service import bf16_is_fast
+    from vizserve.served import bf16_is_fast
 
-    req = parse_request({"mode": "actmax", "channel": "1"}, svc.table, CLASSES)
-    assert req.optimization.settings["precision"] == "auto"
+    req = parse_request({"mode": "actmax", "channel": "1"}, svc.served)
+    assert req.values["actmax"]["precision"] == "auto"
     assert isinstance(bf16_is_fast(torch.device("cpu")), bool)
     [reply] = svc.handle([{"mode": "actmax", "channel": "1", "steps": "2", "precision": "float32"}])
     assert reply.status == 200

@@ -8,26 +8,17 @@ import re
 import numpy as np
 import psutil
 import pytest
-import torch
 from PIL import Image
 
-from examples.shapes.model import ShapesNet
-from examples.shapes.shapes_data import CLASSES, MEAN, STD
 from tests.images import shape_png
-from vizserve import VizService
-from vizserve.loading import preprocessing
+from tests.services import shapes_service
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def svc():
-    model = ShapesNet()
-    model.load_state_dict(torch.load("examples/shapes/weights.pt", weights_only=True))
-    transform, shape = preprocessing({"resize": 64, "crop": 64, "mean": MEAN, "std": STD})
-    return VizService(model.eval(), labels=CLASSES, transform=transform, device=torch.device("cpu"),
-                      name="shapes_viz", arch="shapes", weights="file:weights.pt", input_shape=shape,
-                      mean=MEAN, std=STD)  # fmt: skip
+    return shapes_service()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +71,7 @@ def test_each_request_in_a_batch_keeps_its_target_and_method(svc, image):
 @pytest.mark.parametrize("method", ["vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet"])
 def test_saliency_methods(svc, image, method):
     data, _ = image
-    reply = ask(svc, data=data, mode="saliency", method=method, samples="2", steps="4", baseline="white")
+    reply = ask(svc, data=data, mode="saliency", method=method, samples="2", ig_steps="4", baseline="white")
     entry = json.loads(reply.body)["saliency"]
     assert entry["method"] == method and entry["label"] == "square" and entry["max"] > 0
 
@@ -112,7 +103,9 @@ def test_explain_adds_gradcam_and_format_png_gives_the_overlay(svc, image):
         ({"mode": "gradcam", "layer": "classifier"}, r"not \[C, H, W\]"),
         ({"mode": "gradcam", "layer": "features.__class__"}, "unknown layer"),
         ({"mode": "saliency", "samples": "65"}, r"'samples' must be a whole number in 1\.\.64"),
-        ({"mode": "saliency", "steps": "0"}, r"'steps' must be a whole number in 1\.\.128"),
+        ({"mode": "saliency", "ig_steps": "0"}, r"'ig_steps' must be a whole number in 1\.\.128"),
+        ({"mode": "saliency", "steps": "8"}, "'steps' is used by mode actmax and invert; add it to mode"),
+        ({"mode": "gradcam,saliency", "method": "lime"}, "unknown method 'lime' for mode gradcam, saliency"),
         ({"mode": "saliency", "noise": "nan"}, r"'noise' must be a number in 0\.0\.\.1\.0"),
         ({"mode": "saliency", "noise": "inf"}, r"'noise' must be a number"),
         ({"mode": "saliency", "baseline": "grey"}, "'baseline' must be one of black, zero, white"),
@@ -161,18 +154,16 @@ def test_a_gradcam_request_classifies_in_its_own_pass(svc, image):
     assert json.loads(only.body)["predictions"] == json.loads(both.body)["predictions"]
 
 
-def test_a_failed_gradient_pass_costs_no_further_forward_pass(image):
-    model = ShapesNet()
-    model.load_state_dict(torch.load("examples/shapes/weights.pt", weights_only=True))
-    transform, shape = preprocessing({"resize": 64, "crop": 64, "mean": MEAN, "std": STD})
-    svc = VizService(model.eval(), labels=CLASSES, transform=transform, device=torch.device("cpu"),
-                     name="shapes_viz", arch="shapes", weights="w", input_shape=shape, mean=MEAN, std=STD)  # fmt: skip
+def test_a_failed_gradient_pass_costs_no_further_forward_pass(image, monkeypatch):
+    from vizserve.modes import MODES
 
-    def broken(reqs, x):
+    svc = shapes_service()
+
+    def broken(served, x, values):
         raise RuntimeError("boom")
 
-    svc._gradcam = broken
     calls = []
     svc.model.register_forward_hook(lambda m, a, o: calls.append(1))
+    monkeypatch.setattr(MODES["gradcam"], "run", broken)
     [reply] = svc.handle([{"data": image[0], "mode": "gradcam,featuremaps"}])
     assert reply.status == 500 and calls == []

@@ -2,40 +2,44 @@ import base64
 import json
 
 import pytest
+import torch
 
-from cnnviz import InvalidInput, InvalidOption, LayerTable, UnknownLayer, build_model, imagenet_weights
-from vizserve import OPTIONS, fields_of, parse_request
+from cnnviz import InvalidInput, InvalidOption, UnknownLayer, build_model, torchvision_spec
+from vizserve import MODES, VizService, all_options, fields_of, parse_request
 
 
 @pytest.fixture(scope="module")
 def table():
-    return LayerTable(build_model("alexnet"))
+    """The served AlexNet (named ``table`` for the tests' brevity)."""
+    return VizService(build_model("alexnet"), torchvision_spec("alexnet"), device=torch.device("cpu"), name="a").served
 
 
-LABELS = imagenet_weights("alexnet").meta["categories"]
-
-
-def parse(table, **fields):
-    return parse_request(fields, table, LABELS)
+def parse(served, **fields):
+    return parse_request(fields, served)
 
 
 def test_defaults(table):
-    req = parse(table, data=b"img")
-    assert req.modes == ("classify",) and req.topk == 5 and req.channels == 64 and not req.raw
-    assert req.layers == ("features.0", "features.10") and req.format == "json" and req.normalize == "channel"
+    req = parse(table, data=b"img", mode="featuremaps")
+    fm = req.values["featuremaps"]
+    assert req.modes == ("classify", "featuremaps") and req.values["classify"]["topk"] == 5 and not req.raw
+    assert fm["channels"] == 64 and fm["layers"] == ("features.0", "features.10") and fm["normalize"] == "channel"
+    assert req.format == "json"
 
 
 def test_multipart_values_arrive_as_bytes(table):
     req = parse(table, data=bytearray(b"x"), mode=bytearray(b"featuremaps,filters"), layers=b"features.3",
                 channels=b"all", raw=b"true", topk=b"10")  # fmt: skip
     assert req.modes == ("classify", "featuremaps", "filters")
-    assert req.layers == ("features.3",) and req.channels is None and req.raw and req.topk == 10
+    fm = req.values["featuremaps"]
+    assert fm["layers"] == ("features.3",) and fm["channels"] is None and req.raw
+    assert req.values["classify"]["topk"] == 10 and req.values["filters"]["layers"] == ("features.3",)
 
 
 def test_json_values_keep_their_types(table):
     data = base64.b64encode(b"img").decode()
     req = parse(table, data=data, mode=["featuremaps"], topk=3, raw=True, layers=["features.0", "features.8"])
-    assert req.data == b"img" and req.topk == 3 and req.raw and req.layers == ("features.0", "features.8")
+    assert req.data == b"img" and req.values["classify"]["topk"] == 3 and req.raw
+    assert req.values["featuremaps"]["layers"] == ("features.0", "features.8")
     assert parse(table, data="data:image/png;base64," + data).data == b"img"
 
 
@@ -52,7 +56,7 @@ def test_modes_without_an_image(table):
     "fields, error, match",
     [
         ({"mode": "gradcams"}, InvalidOption, "unknown mode 'gradcams'; modes: classify, featuremaps, filters, layers"),
-        ({"layr": "features.0"}, InvalidOption, "unknown option 'layr'; options: data, mode, topk, layers"),
+        ({"layr": "features.0"}, InvalidOption, "unknown option 'layr'; options: data, mode, format, raw, topk"),
         (
             {"layer": "features.0"},
             InvalidOption,
@@ -74,14 +78,22 @@ def test_modes_without_an_image(table):
         ({"raw": "maybe"}, InvalidOption, "'raw' must be true or false"),
         ({"format": "jpeg"}, InvalidOption, "'format' must be one of json, png"),
         ({"format": "png"}, InvalidOption, "format=png returns a picture: add one of the modes gradcam, saliency"),
-        ({"normalize": "global"}, InvalidOption, "'normalize' must be one of channel, layer"),
-        ({"layers": "features.0"}, InvalidOption, "'layers' is used by modes featuremaps and filters"),
+        (
+            {"format": "png", "mode": "actmax", "channel": "1", "stream": "true"},
+            InvalidOption,
+            "stream=true sends newline-delimited JSON; it cannot be combined with format=png",
+        ),
+        ({"normalize": "global", "mode": "featuremaps"}, InvalidOption, "'normalize' must be one of channel, layer"),
+        ({"normalize": "layer"}, InvalidOption, "'normalize' is used by mode featuremaps; add it to mode"),
+        ({"layers": "features.0"}, InvalidOption, "'layers' is used by mode featuremaps and filters"),
         ({"mode": "featuremaps", "layers": ","}, InvalidOption, "'layers' is empty"),
         ({"mode": "featuremaps", "layers": ",".join(["features.0"] * 17)}, InvalidOption, "at most 16"),
         ({"mode": "featuremaps", "layers": "features.99"}, UnknownLayer, "unknown layer 'features.99'"),
         ({"mode": "featuremaps", "layers": "classifier.1"}, UnknownLayer, "not \\[C, H, W\\]"),
         ({"mode": "filters", "layers": "features.1"}, UnknownLayer, "has no convolution filters"),
         ({"mode": "featuremaps", "layers": "__class__"}, UnknownLayer, "unknown layer '__class__'"),
+        ({"mode": "featuremaps", "layers": "x" * 10_000}, UnknownLayer, r"unknown layer 'x{77}\.\.\.'"),
+        ({"mode": "x" * 10_000}, InvalidOption, r"unknown mode 'x{77}\.\.\.'; modes"),
         ({"mode": b"\xff\xfe"}, InvalidOption, "not UTF-8"),
         ({"mode": {"a": 1}}, InvalidOption, "must be text or a number"),
     ],
@@ -96,18 +108,38 @@ def test_bad_base64(table):
         parse(table, data="@@@@")
 
 
-def test_topk_is_capped_by_the_class_count(table):
+def test_topk_is_capped_by_the_class_count():
+    from tests.services import tiny_service
+
     with pytest.raises(InvalidOption, match=r"1\.\.3"):
-        parse_request({"data": b"x", "topk": "4"}, table, ["a", "b", "c"])
+        parse_request({"data": b"x", "topk": "4"}, tiny_service().served)
 
 
-def test_every_option_has_a_documented_default():
-    assert set(OPTIONS) == {
+def test_every_option_is_declared_once_and_means_one_thing():
+    options = all_options()
+    assert set(options) == {
         "data", "mode", "topk", "layers", "channels", "raw", "format", "normalize",
-        "method", "target", "layer", "channel", "samples", "noise", "steps", "baseline",
+        "method", "target", "layer", "channel", "samples", "noise", "ig_steps", "baseline",
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
-        "transforms", "stream", "precision",
+        "transforms", "stream", "precision", "steps",
     }  # fmt: skip
+    for name, users in options.items():
+        kinds = {(o.kind, o.lo, o.hi, o.choices, o.help) for _, o in users}
+        assert len(kinds) == 1, f"option {name!r} is declared differently by {[m for m, _ in users]}"
+    for mode in MODES.values():
+        assert len({o.name for o in mode.options}) == len(mode.options), mode.name
+        assert mode.summary and all(o.help for o in mode.options)
+
+
+def test_a_shared_option_given_once_applies_to_every_mode_that_reads_it(table):
+    req = parse(table, data=b"x", mode="gradcam,deconv,invert", layer="features.8")
+    assert {req.values[m]["layer"] for m in ("gradcam", "deconv", "invert")} == {"features.8"}
+    req = parse(table, data=b"x", mode="actmax,invert", channel="1", tv="0.5")
+    assert req.values["actmax"]["tv"] == req.values["invert"]["tv"] == 0.5
+    defaults = parse(table, data=b"x", mode="actmax,invert", channel="1")
+    assert defaults.values["actmax"]["tv"] == 0.0 and defaults.values["invert"]["tv"] == 0.05
+    both = parse(table, data=b"x", mode="saliency,actmax", channel="1", steps="256", ig_steps="64")
+    assert both.values["actmax"]["steps"] == 256 and both.values["saliency"]["ig_steps"] == 64
 
 
 @pytest.mark.parametrize(
@@ -128,3 +160,11 @@ def test_fields_of_refuses_bad_json_and_non_objects():
         fields_of({"body": bytearray(b"{nope")})
     with pytest.raises(InvalidInput, match="got JSON list"):
         fields_of({"body": json.loads("[1, 2]")})
+
+
+def test_readme_options_table_is_generated_from_the_declarations():
+    from scripts.options_table import END, START, table
+
+    readme = (__import__("pathlib").Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert START in readme and END in readme
+    assert readme.split(START, 1)[1].split(END, 1)[0] == "\n" + table(), "run scripts/options_table.py --write"

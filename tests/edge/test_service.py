@@ -5,31 +5,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision import transforms
 
 from tests.images import jpeg, npy
+from tests.services import tiny_service
 from tests.tiny import Tiny, tiny_input
-from vizserve import Limits, VizService
-from vizserve.service import smallest_input_side
+from vizserve import Limits, smallest_input_side
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def make_service(limits=Limits(), model=None):
-    transform = transforms.Compose(
-        [transforms.Resize((2, 3)), transforms.PILToTensor(), transforms.ConvertImageDtype(torch.float32)]
-    )
-    return VizService(
-        model or Tiny(),
-        labels=["zero", "one", "two"],
-        transform=transform,
-        device=torch.device("cpu"),
-        name="tiny_viz",
-        arch="tiny",
-        weights="hand-set",
-        input_shape=(3, 2, 3),
-        limits=limits,
-    )
+    return tiny_service(limits, model)
 
 
 def body(reply):
@@ -102,13 +88,15 @@ def test_response_over_the_limit_is_a_413_not_a_broken_worker():
     assert "over this server's limit" in body(reply)["message"]
 
 
-def test_unexpected_failure_of_one_request_is_its_own_500():
+def test_unexpected_failure_of_one_request_is_its_own_500(monkeypatch):
+    from vizserve.modes import MODES
+
     svc = make_service()
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    svc._featuremap = broken
+    monkeypatch.setattr(MODES["featuremaps"], "present", broken)
     x = npy(tiny_input()[0].numpy())
     replies = svc.handle([{"data": x, "mode": "featuremaps"}, {"data": x}])
     assert [r.status for r in replies] == [500, 200]
@@ -126,7 +114,7 @@ def test_inputs_of_different_shapes_run_as_separate_passes():
 def test_smallest_input_side_of_alexnet():
     from cnnviz import build_model
 
-    assert smallest_input_side(build_model("alexnet"), torch.device("cpu")) == 63
+    assert smallest_input_side(build_model("alexnet"), (3, 224, 224), torch.device("cpu")) == 63
 
 
 @pytest.mark.gpu
@@ -134,9 +122,23 @@ def test_smallest_input_side_of_alexnet():
 def test_gpu_results_match_cpu():
     cpu = make_service()
     gpu_model = Tiny().to("cuda")
-    gpu = make_service(model=gpu_model)
-    gpu.device = torch.device("cuda")
+    gpu = tiny_service(model=gpu_model, device=torch.device("cuda"))
     x = {"data": npy(tiny_input()[0].numpy()), "mode": "featuremaps", "raw": "true"}
     a, b = body(cpu.handle([x])[0]), body(gpu.handle([x])[0])
     assert b["device"].startswith("cuda")
     assert b64_npy(a["featuremaps"][0]["raw"]).tolist() == b64_npy(b["featuremaps"][0]["raw"]).tolist()
+
+
+def test_describe_answers_the_spec_and_every_mode_with_its_options():
+    from vizserve import MODES
+
+    [reply] = make_service().handle([{"mode": "describe"}])
+    d = body(reply)["describe"]
+    assert d["arch"] == "tiny" and d["input_shape"] == [3, 2, 3] and d["num_classes"] == 3
+    assert d["featuremap_layers"] == ["features.0"] and d["cam_layer"] == "features" and d["modality"] == "image"
+    assert [m["name"] for m in d["modes"]] == list(MODES)
+    modes = {m["name"]: m for m in d["modes"]}
+    assert modes["classify"]["options"] == [{"name": "topk", "type": "int", "default": 3, "help": "how many "
+        "classes, best first", "min": 1, "max": 1000, "default_text": "5 (or the class count)"}]  # fmt: skip
+    assert {o["name"]: o["default"] for o in modes["actmax"]["options"]}["size"] == 3
+    assert modes["filters"]["needs_input"] is False and modes["gradcam"]["needs_input"] is True

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnviz import imagenet_weights, random_state_dict
+from cnnviz import random_state_dict, torchvision_spec
 from tests.images import jpeg
 
 HANDLER = Path(__file__).resolve().parents[2] / "handlers" / "viz_handler.py"
@@ -47,8 +47,7 @@ class MockContext:
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("resnet18_viz")
     torch.save(random_state_dict("resnet18", seed=0), d / "weights.pt")
-    labels = imagenet_weights("resnet18").meta["categories"]
-    (d / "index_to_name.json").write_text(json.dumps({str(i): n for i, n in enumerate(labels)}))
+    (d / "spec.json").write_text(json.dumps(torchvision_spec("resnet18", weights="random").to_dict()))
     return d
 
 
@@ -124,7 +123,7 @@ def test_device_comes_from_the_context_gpu_id(monkeypatch):
 
 
 def test_missing_weights_file_fails_initialize_loudly(model_dir, tmp_path):
-    shutil.copy(model_dir / "index_to_name.json", tmp_path)
+    shutil.copy(model_dir / "spec.json", tmp_path)
     module = load_handler_module()
     cfg = {"handler": {"arch": "resnet18", "weights": "random", "weights_file": "weights.pt"}}
     with pytest.raises(FileNotFoundError):
@@ -162,3 +161,15 @@ def test_per_mode_metrics_are_recorded(handler, model_dir):
         ("VizLatency", "ms", "req-0", "classify"),
         ("VizLatency", "ms", "req-1", "unreadable"),
     ]
+
+
+def test_model_config_overrides_the_specs_default_layers(model_dir):
+    module = load_handler_module()
+    h = module.VizHandler()
+    cfg = {"handler": {"weights_file": "weights.pt", "cam_layer": "layer3", "featuremap_layers": "layer1,layer2"}}
+    h.initialize(MockContext(model_dir, cfg))
+    ctx = MockContext(model_dir, {}, headers={0: {"explain": "True"}})
+    [out] = h.handle([{"data": bytearray(jpeg()), "mode": b"featuremaps"}], ctx)
+    out = json.loads(out)
+    assert out["gradcam"]["layer"] == "layer3"
+    assert [f["layer"] for f in out["featuremaps"]] == ["layer1", "layer2"]

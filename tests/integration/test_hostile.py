@@ -75,7 +75,7 @@ BAD = [
     ("channels nan", {"data": jpeg(), "mode": "featuremaps", "channels": "NaN"}, 400, "InvalidOption", "'channels'"),
     ("noise inf", {"data": jpeg(), "mode": "saliency", "noise": "inf"}, 400, "InvalidOption", "'noise'"),
     ("samples cap", {"data": jpeg(), "mode": "saliency", "samples": "65"}, 400, "InvalidOption", "1..64"),
-    ("ig steps cap", {"data": jpeg(), "mode": "saliency", "steps": "129"}, 400, "InvalidOption", "'steps'"),
+    ("ig steps cap", {"data": jpeg(), "mode": "saliency", "ig_steps": "129"}, 400, "InvalidOption", "'ig_steps'"),
     ("actmax steps", {"mode": "actmax", "channel": "1", "steps": "99999999999"}, 400, "InvalidOption", "'steps'"),
     ("actmax size", {"mode": "actmax", "channel": "1", "size": "100000"}, 400, "InvalidOption", "16..512"),
     (

@@ -1,0 +1,52 @@
+"""deconv: the Zeiler & Fergus deconvnet projection of one channel of a layer back to pixels."""
+
+from __future__ import annotations
+
+import torch
+
+from cnnviz import attribution_map, deconv_projection
+
+from .. import render
+from ..options import as_int
+from .base import BatchedMode
+from .shared import CHANNEL, LAYER, layer_of
+
+
+class Deconv(BatchedMode):
+    name = "deconv"
+    summary = "Zeiler & Fergus: one channel of 'layer' projected back to pixels through the deconvnet"
+    options = (
+        LAYER.but(None, "the last convolutional stage (the model's cam_layer)"),
+        CHANNEL.but(None, "the most active one"),
+    )
+    needs_input = True
+
+    def finish(self, values, served, fields):
+        values["layer"] = layer_of(values, served, served.spec.cam_layer)
+        count = served.table[values["layer"]].output_shape[0]
+        values["channel"] = -1 if values["channel"] is None else as_int("channel", values["channel"], 0, count - 1)
+        return values
+
+    def group(self, values):
+        return (values["layer"],)
+
+    def run(self, served, x, values):
+        layer = values[0]["layer"]
+        asked = torch.tensor([v["channel"] for v in values], device=x.device)
+        projection, channels, peaks = deconv_projection(served.model, x, layer, asked)
+        entries = []
+        for k, v in enumerate(values):
+            heat = attribution_map(projection[k : k + 1], "deconvnet")[0]
+            top = float(heat.max())
+            entry = {
+                "layer": layer,
+                "channel": int(channels[k]),
+                "activation": float(peaks[k]),
+                "max": top,
+                "image": render.rgb_png(projection[k]),
+                "heatmap": render.heatmap_png(heat / top if top > 0 else heat),
+            }
+            if v["raw"]:
+                entry["raw"] = render.npy_bytes(projection[k])
+            entries.append((entry, None))
+        return entries

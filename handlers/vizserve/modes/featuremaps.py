@@ -1,0 +1,61 @@
+"""featuremaps: the outputs of chosen layers as labelled grids of channels (and, with raw, as arrays)."""
+
+from __future__ import annotations
+
+from cnnviz import InvalidOption, featuremap_tiles
+
+from .. import render
+from ..options import Option
+from .base import ForwardMode
+
+MAX_LAYERS = 16
+
+LAYERS = Option("layers", "names", None, "the layers to show", default_text="the first and the last convolution",
+                allowed_text=f"up to {MAX_LAYERS} module names exactly as model.named_modules() spells them "
+                "(mode=layers lists them; names are only looked up, never evaluated); feature maps need a [C, H, W] "
+                "output, filters a convolution")  # fmt: skip
+CHANNELS = Option("channels", "count", 64, "how many channels (or filters) a picture shows, from channel 0", 1, 100_000)
+NORMALIZE = Option("normalize", "choice", "channel", "channel: each map scaled on its own; layer: one scale for "
+                   "the layer, so strong and weak channels compare", choices=("channel", "layer"))  # fmt: skip
+
+
+def layer_list(values, served, default, need: str) -> tuple[str, ...]:
+    """The ``layers`` option checked for ``need`` (``spatial`` or ``filters``), or ``default``."""
+    names = values["layers"]
+    if names is None:
+        return tuple(default)
+    if not names:
+        raise InvalidOption("option 'layers' is empty; give module names such as " + ", ".join(default))
+    if len(names) > MAX_LAYERS:
+        raise InvalidOption(f"option 'layers' names {len(names)} layers; at most {MAX_LAYERS} per request")
+    return tuple(served.table.resolve(names, need=need))
+
+
+class Featuremaps(ForwardMode):
+    name = "featuremaps"
+    summary = "the outputs of layers, one grid of channels per layer; raw=true adds the arrays [C, H, W]"
+    options = (LAYERS.but(None, "the first and the last convolution, or the last stage"), CHANNELS, NORMALIZE)
+    needs_input = True
+
+    def finish(self, values, served, fields):
+        values["layers"] = layer_list(values, served, served.spec.featuremap_layers, "spatial")
+        return values
+
+    def captures(self, values):
+        return values["layers"]
+
+    def present(self, served, values, probs, acts):
+        return [self._entry(served, values, name, acts[name]) for name in values["layers"]]
+
+    @staticmethod
+    def _entry(served, values, name, fmap):
+        tiles, idx = featuremap_tiles(fmap, values["channels"], values["normalize"])
+        title = f"{served.spec.arch} {name} feature maps {list(fmap.shape)}, channels {idx[0]}-{idx[-1]}"
+        entry = {
+            "layer": name,
+            "shape": list(fmap.shape),
+            "image": render.grid_png(tiles, [str(i) for i in idx], title),
+        }
+        if values["raw"]:
+            entry["raw"] = render.npy_bytes(fmap)
+        return entry

@@ -1,0 +1,44 @@
+"""gradcam: class activation maps (Grad-CAM, Grad-CAM++, guided Grad-CAM) of one layer, one target per row."""
+
+from __future__ import annotations
+
+import torch
+
+from cnnviz import CAM_METHODS
+
+from .base import BatchedMode
+from .shared import LAYER, METHOD, TARGET, attribution_entry, class_index, layer_of, pick_method
+
+
+class GradCAMMode(BatchedMode):
+    name = "gradcam"
+    summary = "where the network looked for a class: a CAM of 'layer', overlaid on the input"
+    options = (
+        METHOD.but(None, "gradcam"),
+        TARGET,
+        LAYER.but(None, "the last convolutional stage (the model's cam_layer)"),
+    )
+    needs_input = True
+    claims = {"method": tuple(CAM_METHODS)}
+
+    def finish(self, values, served, fields):
+        values["method"] = pick_method(values, tuple(CAM_METHODS), "gradcam")
+        values["target"] = -1 if values["target"] is None else class_index(values["target"], served.labels)
+        values["layer"] = layer_of(values, served, served.spec.cam_layer)
+        return values
+
+    def group(self, values):
+        return (values["method"], values["layer"])
+
+    def run(self, served, x, values):
+        method, layer = self.group(values[0])
+        result = CAM_METHODS[method](served.model, layer)(x, torch.tensor([v["target"] for v in values]))
+        probs = result.logits.softmax(-1).cpu()
+        return [
+            (
+                attribution_entry(served, v, x[k], result.cams[k], int(result.targets[k]), probs[k],
+                                  method=method, layer=layer),
+                probs[k],
+            )
+            for k, v in enumerate(values)
+        ]  # fmt: skip

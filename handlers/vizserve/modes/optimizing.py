@@ -1,0 +1,101 @@
+"""What actmax and invert share: the optimization options, the settings they become, and progress streaming."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from cnnviz import InvalidInput
+
+from .. import render
+from ..options import Option
+from ..served import Served
+from .base import OptimizeMode
+
+STEPS = Option("steps", "int", 256, "optimization steps", 1, 2048)
+SIZE = Option("size", "int", lambda s: s.spec.input_shape[-1], "image side in pixels", 16, 512,
+              default_text="the model's input size")  # fmt: skip
+PARAM = Option("param", "choice", "fft", "fft: Lucid's decorrelated Fourier parameterization; pixel",
+               choices=("fft", "pixel"))  # fmt: skip
+OPTIMIZER = Option("optimizer", "choice", "adam", "adam, or sgd with momentum 0.9", choices=("adam", "sgd"))
+LR = Option("lr", "float", 0.05, "learning rate", 0.0, 10.0, above=True)
+SEED = Option("seed", "int", 0, "the same seed gives the same images", 0, 2**31 - 1)
+INIT = Option("init", "choice", "noise", "start from noise, zeros (mid-grey) or the uploaded image",
+              choices=("zeros", "noise", "image"))  # fmt: skip
+L1 = Option("l1", "float", 0.0, "L1 penalty on image - 0.5 ('no ink')", 0.0, 100.0)
+L2 = Option("l2", "float", 0.0, "L2 penalty on image - 0.5", 0.0, 100.0)
+TV = Option("tv", "float", 0.0, "total-variation penalty", 0.0, 100.0)
+BLUR_EVERY = Option("blur_every", "int", 0, "blur the pixels every k steps (pixel parameterization)", 0, 1000)
+TRANSFORMS = Option("transforms", "bool", True, "pad, jitter, scale and rotate each step (transformation robustness)")
+PRECISION = Option("precision", "choice", "auto", "auto: bfloat16 where the device computes it natively, else "
+                   "float32", choices=("auto", "float32", "bfloat16"))  # fmt: skip
+STREAM = Option("stream", "bool", False, "progress as newline-delimited JSON while it runs, then the answer")
+
+#: Options of both optimizing modes (invert changes two defaults).
+COMMON = (STEPS, SIZE, PARAM, OPTIMIZER, LR, SEED, INIT, L1, L2, TV, BLUR_EVERY, TRANSFORMS, PRECISION, STREAM)
+
+Progress = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
+
+
+class Optimizing(OptimizeMode):
+    """Base of actmax and invert."""
+
+    def finish(self, values, served, fields):
+        if values["init"] == "image" and "data" not in fields:
+            raise InvalidInput("init=image starts from the uploaded image: send one in field 'data'")
+        return values
+
+    @staticmethod
+    def settings(served: Served, values: Mapping[str, Any], x: torch.Tensor | None, budget_s: float) -> dict:
+        """Keyword arguments of :class:`cnnviz.Settings` for these values."""
+        names = ("size", "steps", "param", "optimizer", "lr", "transforms", "l1", "l2", "tv", "blur_every", "seed")
+        base: dict[str, Any] = {k: values[k] for k in names}
+        base.update(
+            init_weight=values.get("init_weight", 0.0),
+            mean=tuple(served.spec.preprocess.mean),
+            std=tuple(served.spec.preprocess.std),
+            budget_s=max(0.0, budget_s),
+            precision=values["precision"] if values["precision"] != "auto" else
+            ("bfloat16" if served.bf16 else "float32"),
+        )  # fmt: skip
+        if values["init"] == "image":
+            base["init"] = served.seen(x)
+        elif values["init"] == "zeros":
+            base["init_noise"] = 0.0
+        elif values["param"] == "pixel":
+            base["init_noise"] = 0.1  # fft's default noise is Lucid's 0.01
+        return base
+
+    @staticmethod
+    def entry(values, result, k: int, names=("start", "end"), sign: float = 1.0, **about) -> dict[str, Any]:
+        entry = {
+            **about,
+            names[0]: sign * float(result.start[k]),
+            names[1]: sign * float(result.end[k]),
+            "steps": result.steps,
+            "seconds": round(result.seconds, 3),
+            "stopped_early": result.stopped_early,
+            "image": render.image_png(result.images[k]),
+        }
+        if values["raw"]:
+            entry["raw"] = render.npy_bytes(result.images[k])
+        return entry
+
+
+def streamer(mode: str, total: int, emit: Callable[[bytes], None]) -> Progress:
+    """Progress chunks (newline-delimited JSON): the objective every ~1/32 of the steps, a preview every ~1/8."""
+    every, preview_every = max(1, total // 32), max(1, total // 8)
+
+    def progress(step: int, values: torch.Tensor, images) -> None:
+        if step % every and step != total:
+            return
+        chunk: dict[str, Any] = {"mode": mode, "step": step, "steps": total, "objective": values.tolist()}
+        if step % preview_every == 0:
+            with torch.no_grad():
+                chunk["preview"] = render.b64(render.preview_png(images()[:16].detach()))
+        emit((json.dumps(chunk) + "\n").encode())
+
+    return progress

@@ -1,0 +1,80 @@
+"""Options and helpers that several modes share (declared once here, so a name means one thing everywhere)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from cnnviz import InvalidOption, clip_text
+
+from .. import render
+from ..options import Option, as_text
+from ..served import Served
+
+LAYER = Option("layer", "text", None, "the one layer a mode looks at", allowed_text="a module name exactly as "
+               "model.named_modules() spells it (mode=layers lists them); gradcam, deconv and invert need feature "
+               "maps [C, H, W]")  # fmt: skip
+TARGET = Option("target", "text", None, "the class to explain", default_text="the top-1 class",
+                allowed_text="a class index, or a label (case-insensitive: target=tabby)")  # fmt: skip
+CHANNEL = Option("channel", "text", None, "which channels of 'layer' (actmax: the targets, up to 64)",
+                 allowed_text="deconv: one index; actmax: 3, 3,7,9, 0-15 or a mix, and without 'layer' classes by "
+                 "index or label (tabby,goldfish)")  # fmt: skip
+METHOD = Option("method", "names", None, "the method of each attribution mode asked", allowed_text="gradcam: "
+                "gradcam, gradcam++, guided_gradcam; saliency: vanilla, smoothgrad, integrated_gradients, "
+                "guided_backprop, deconvnet; a comma list when both modes are asked")  # fmt: skip
+
+
+def class_index(value: Any, labels: Sequence[str], name: str = "target") -> int:
+    """A class index, or a label (case-insensitive), checked against this model's classes."""
+    text = as_text(name, value)
+    if re.fullmatch(r"\d{1,9}", text) and int(text) < len(labels):
+        return int(text)
+    folded = {label.lower(): i for i, label in enumerate(labels)}
+    if text.lower() in folded:
+        return folded[text.lower()]
+    close = difflib.get_close_matches(text.lower()[:200], folded, n=3)
+    hint = f"; did you mean {', '.join(repr(labels[folded[c]]) for c in close)}?" if close else ""
+    raise InvalidOption(f"option {name!r} must be a class index 0..{len(labels) - 1} or a label of this model, "
+                        f"got {clip_text(text, 60)!r}{hint}")  # fmt: skip
+
+
+def layer_of(values: Mapping[str, Any], served: Served, default: str | None, need: str = "spatial") -> str:
+    """The ``layer`` option resolved against the model's table, or ``default``."""
+    name = values["layer"] if values["layer"] is not None else default
+    if not name:
+        raise InvalidOption("this model has no layer with feature maps for this mode; name one with option 'layer'")
+    return served.table.resolve([name], need=need)[0]
+
+
+def pick_method(values: Mapping[str, Any], methods: Sequence[str], default: str) -> str:
+    """The last of the asked ``method`` names that this mode has (the parser checked every name has a mode)."""
+    mine = [m for m in values["method"] or () if m in methods]
+    return mine[-1] if mine else default
+
+
+def targets_of(values: Sequence[Mapping[str, Any]], logits: torch.Tensor) -> torch.Tensor:
+    """Each row's asked class, or its top-1 class where none was asked (``-1``)."""
+    asked = torch.tensor([v["target"] for v in values], device=logits.device)
+    return torch.where(asked < 0, logits.argmax(1), asked)
+
+
+def attribution_entry(served: Served, values, x, heat, target: int, probs, **about) -> dict[str, Any]:
+    """Pictures and numbers for one map ``heat [*S]`` (>= 0) of input ``x [C, *S]``."""
+    top = float(heat.max())
+    scaled = (heat / top if top > 0 else heat).cpu()
+    entry = {
+        **about,
+        "target": target,
+        "label": served.labels[target],
+        "score": float(probs[target]),
+        "max": top,
+        "image": render.overlay_png(served.seen(x), scaled),
+        "heatmap": render.heatmap_png(scaled),
+    }
+    if values["raw"]:
+        entry["raw"] = render.npy_bytes(heat)
+    return entry

@@ -1,0 +1,106 @@
+"""The model being served, with what every mode needs to know about it: spec, layer table, device, normalization."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnviz import LayerTable, ModelSpec
+
+__all__ = ["Limits", "Served", "bf16_is_fast", "smallest_input_side"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps an operator may change (model-config.yaml, ``handler:`` section)."""
+
+    max_image_pixels: int = 50_000_000  # refused from the image header, before decoding
+    max_input_side: int = 1024  # largest H or W of a .npy input
+    max_response_bytes: int = 64 * 1024 * 1024  # keep equal to TorchServe's max_response_size
+    # Optimizations (actmax, invert) of one batch stop after this many seconds and answer with what they have;
+    # keep it well below TorchServe's responseTimeout (120 s), which would kill the worker instead.
+    max_busy_seconds: int = 90
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> Limits:
+        known = cls.__dataclass_fields__
+        return cls(**{k: int(v) for k, v in cfg.items() if k in known})
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX for oneDNN)."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def smallest_input_side(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> int:
+    """The smallest spatial side the model accepts, by bisection on square inputs (pooling layers set a floor);
+    for models whose spec does not say (torchvision's weights do, as ``min_size``)."""
+    upper = max(input_shape[-2:])
+
+    def runs(side: int) -> bool:
+        try:
+            with torch.inference_mode():
+                model(torch.zeros(1, *input_shape[:-2], side, side, device=device))
+            return True
+        except RuntimeError:
+            return False
+
+    lo, hi = 1, upper
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) else (mid + 1, hi)
+    return lo
+
+
+@dataclass
+class Served:
+    """One model as the modes see it.
+
+    Attributes:
+        model: in eval mode, on ``device``.
+        spec: its :class:`cnnviz.ModelSpec`, default layers filled in.
+        table: its :class:`cnnviz.LayerTable` for the spec's input shape.
+        transform: decoded input (PIL image) -> normalized tensor ``spec.input_shape``.
+        name: the served name (``alexnet_viz``).
+        mean, std: the normalization, shaped to broadcast over one input (``[C, 1, 1]`` or ``[C, 1, 1, 1]``).
+    """
+
+    model: nn.Module
+    spec: ModelSpec
+    table: LayerTable
+    transform: Callable[[Any], torch.Tensor]
+    device: torch.device
+    name: str
+    limits: Limits = field(default_factory=Limits)
+    mean: torch.Tensor = field(init=False)
+    std: torch.Tensor = field(init=False)
+    modules: dict[str, nn.Module] = field(init=False)
+    bf16: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        spread = (-1,) + (1,) * self.spec.spatial_rank
+        self.mean = torch.tensor(self.spec.preprocess.mean, dtype=torch.float32).view(spread)
+        self.std = torch.tensor(self.spec.preprocess.std, dtype=torch.float32).view(spread)
+        self.modules = dict(self.model.named_modules())
+        self.bf16 = bf16_is_fast(self.device)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    def seen(self, x: torch.Tensor) -> torch.Tensor:
+        """A normalized input ``[C, *S]`` as the network saw it, in [0, 1] (for overlays and init images)."""
+        return (x.detach().cpu() * self.std + self.mean).clamp(0, 1)
+
+    def header(self) -> dict[str, Any]:
+        """What every response starts with."""
+        return {"model": self.name, "arch": self.spec.arch, "weights": self.spec.weights, "device": str(self.device)}
