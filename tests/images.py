@@ -169,3 +169,14 @@ def npy_with_header(header: str, payload: bytes = b"", version: tuple[int, int] 
 def deep_json(depth: int, inner: str = "1") -> bytes:
     """``{"mode": [[[...1...]]]}`` with ``depth`` levels in all."""
     return b'{"mode": ' + b"[" * (depth - 1) + inner.encode() + b"]" * (depth - 1) + b"}"
+
+
+def textured_photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A photo-like RGB picture with detail at several scales (gradients, a disc, and noise at 1, 3 and 9 px), so
+    that reduced-size JPEG decoding has something to lose."""
+    rng = np.random.default_rng(seed)
+    base = np.asarray(photo(width, height, seed), dtype=np.float32).copy()
+    for s in (1, 3, 9):
+        noise = rng.normal(0, 10, (height // s + 1, width // s + 1, 3)).astype(np.float32)
+        base += noise.repeat(s, axis=0).repeat(s, axis=1)[:height, :width]
+    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import warnings
 from typing import Any
@@ -26,10 +27,12 @@ __all__ = [
     "NPY_MAGIC",
     "check_structure",
     "echo",
+    "fit_for_transform",
     "json_depth",
     "parse_json",
     "read_image",
     "read_npy",
+    "transform_fit",
 ]
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -46,6 +49,13 @@ MAX_PNG_CHUNKS = 20_000  # libpng writes 8 KiB IDAT chunks: 4,096 of them for th
 MAX_GIF_BLOCKS = 10_000  # extension sub-blocks before the first image
 MAX_NPY_HEADER = 10_000  # NumPy's own max_header_size; np.save writes 128 bytes for a [3, H, W] float32 array
 MAX_JSON_DEPTH = 64
+# A JPEG is decoded at a reduced size (libjpeg's DCT scaling, 1/2 to 1/8) only down to this many times the resize's
+# short side. The transform's output then differs from full decoding, on a noisy textured 3 and 12 MP photo, by
+# 0.009-0.012 mean and 0.10 max (normalized units; 0.0015 mean on a smooth one); at 1x it would be 0.019 and 0.26.
+_DRAFT_MARGIN = 2
+# Resize + centre crop are done on the kept window only when the full resize would make this many times more pixels.
+_FIT_RATIO = 4
+
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # FF then a marker code: not stuffing, RSTn or fill
 _JPEG_NO_LENGTH = {0x01, 0xD8, 0xD9}  # TEM, SOI, EOI: markers without a segment
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -162,6 +172,9 @@ def read_image(
     data: bytes,
     *,
     max_pixels: int,
+    resize: int | None = None,
+    crop: int | tuple[int, int] | None = None,
+    resample: int = Image.Resampling.BILINEAR,
     max_side: int = MAX_IMAGE_SIDE,
 ) -> Image.Image:
     """Decode ``data`` into an RGB image, as a person would see it.
@@ -172,6 +185,11 @@ def read_image(
     composited over white, 16-bit and float greyscale are scaled to 8 bits from their full range, CMYK and palette
     images are converted.
 
+    With ``resize`` (the short side R of a ``Resize(R)`` transform) and ``crop`` (its ``CenterCrop``, an int or
+    ``(h, w)``), the image is only as large as that transform needs: a JPEG is decoded at a reduced size (down to
+    twice R on its short side), and an image whose full resize would be far larger than the crop goes through
+    :func:`fit_for_transform`. Pass the result to the same transform as before; its output stays within the
+    tolerance stated there. Without ``resize`` the full image is returned, as before.
     """
     check_structure(data)
     too_many = "image is {} pixels; this server takes at most {:,} (max_image_pixels). Downscale it first."
@@ -202,11 +220,18 @@ def read_image(
         )
     try:
         im.seek(0)
+        if resize and im.format == "JPEG":
+            short = min(width, height)
+            want = _DRAFT_MARGIN * resize
+            im.draft(None, (math.ceil(width * want / short), math.ceil(height * want / short)))
         im.load()
         im = ImageOps.exif_transpose(im) or im
-        return _to_rgb(im)
+        im = _to_rgb(im)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise InvalidInput(f"cannot decode the {im.format or 'image'} in field 'data': {_clip(str(exc))}") from exc
+    if resize:
+        im = fit_for_transform(im, resize, crop if crop is not None else resize, resample=resample)
+    return im
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -224,6 +249,81 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def _resized_size(width: int, height: int, short: int) -> tuple[int, int]:
+    """``(w, h)`` that torchvision's ``Resize(short)`` gives (its ``_compute_resized_output_size``)."""
+    if width <= height:
+        return short, int(short * height / width)
+    return int(short * width / height), short
+
+
+def fit_for_transform(
+    im: Image.Image, resize: int, crop: int | tuple[int, int], *, resample: int = Image.Resampling.BILINEAR
+) -> Image.Image:
+    """``im`` reduced to what ``Resize(resize)`` + ``CenterCrop(crop)`` keep, so that extreme shapes cost no more
+    than a normal photo (a 1 x 65535 image would otherwise be resized to 256 x 16,776,960 first: 17 GB).
+
+    When the full resize would make more than 4 times the pixels of the window the transform keeps, this returns
+    that window already resized: short side ``resize`` (so torchvision's Resize leaves it alone) by
+    ``max(resize, crop)`` along the long side, cut so that CenterCrop takes the same pixels. Pillow resizes only
+    the ``box`` of the source that the window covers, with the same scale as the full resize, reading the
+    filter's support from outside the box, so no margin is needed and the work is bounded by the window's size.
+    Otherwise ``im`` comes back unchanged. ``crop`` is an int or ``(h, w)``; ``resample`` must be the transform's
+    own filter (torchvision's default is bilinear). Measured: the transform's output equals the plain pipeline's
+    within 1/255 on every pixel (random images, 1 x 1 to 3000 x 3000).
+    """
+    crop_h, crop_w = (crop, crop) if isinstance(crop, int) else crop
+    width, height = im.size
+    out_w, out_h = _resized_size(width, height, resize)
+    keep_w = out_w if out_w == resize else min(out_w, max(resize, crop_w))
+    keep_h = out_h if out_h == resize else min(out_h, max(resize, crop_h))
+    if out_w * out_h <= _FIT_RATIO * keep_w * keep_h:
+        return im
+
+    def start(full: int, keep: int, cut: int) -> int:
+        # where the kept window starts in the full resize, so that CenterCrop's offset in it (torchvision rounds
+        # (size - crop) / 2) falls on the full resize's own crop offset
+        if keep == full:
+            return 0
+        return int(round((full - cut) / 2.0)) - int(round((keep - cut) / 2.0))
+
+    x0, y0 = start(out_w, keep_w, crop_w), start(out_h, keep_h, crop_h)
+    sx, sy = width / out_w, height / out_h
+    box = (x0 * sx, y0 * sy, (x0 + keep_w) * sx, (y0 + keep_h) * sy)
+    return im.resize((keep_w, keep_h), resample, box=box)
+
+
+def transform_fit(transform: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`read_image` for a torchvision eval ``transform``: ``{"resize": R, "crop":
+    (h, w), "resample": filter}`` for torchvision's ``ImageClassification`` preset (``weights.transforms()``) or a
+    ``Compose`` that starts with ``Resize(R)`` (an int, no ``max_size``) and ``CenterCrop``; ``{}`` for anything
+    else, which then gets the full image as before."""
+    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resize
+    from torchvision.transforms._presets import ImageClassification
+
+    filters = {
+        InterpolationMode.BILINEAR: Image.Resampling.BILINEAR,
+        InterpolationMode.BICUBIC: Image.Resampling.BICUBIC,
+    }
+    if isinstance(transform, ImageClassification):
+        size, crop, mode = transform.resize_size, transform.crop_size, transform.interpolation
+    elif (
+        isinstance(transform, Compose)
+        and len(transform.transforms) >= 2
+        and isinstance(transform.transforms[0], Resize)
+        and isinstance(transform.transforms[1], CenterCrop)
+        and transform.transforms[0].max_size is None
+    ):
+        resize, center = transform.transforms[:2]
+        size, crop, mode = resize.size, center.size, resize.interpolation
+    else:
+        return {}
+    size = [size] if isinstance(size, int) else list(size)
+    crop = [crop] if isinstance(crop, int) else list(crop)
+    if len(size) != 1 or mode not in filters or len(crop) not in (1, 2):
+        return {}
+    return {"resize": int(size[0]), "crop": (int(crop[0]), int(crop[-1])), "resample": filters[mode]}
 
 
 # -- arrays --------------------------------------------------------------------------------------------------------

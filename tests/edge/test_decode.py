@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from torchvision import transforms
 
 from cnnviz import InputTooLarge, InvalidInput
 from tests.images import (
@@ -21,6 +22,7 @@ from tests.images import (
     npy_with_header,
     photo,
     png_chunk_flood,
+    textured_photo,
 )
 from vizserve import read_image, read_npy
 from vizserve.decode import (
@@ -29,9 +31,11 @@ from vizserve.decode import (
     MAX_JPEG_SEGMENTS,
     MAX_PNG_CHUNKS,
     echo,
+    fit_for_transform,
     jpeg_structure,
     json_depth,
     parse_json,
+    transform_fit,
 )
 
 CAP = 10_000_000
@@ -253,6 +257,114 @@ def test_many_idat_chunks_within_the_cap_are_fine():
 def test_a_side_past_65535_is_refused_before_decoding(width, height):
     with pytest.raises(InputTooLarge, match=rf"image is {width:,}x{height:,} pixels; each side may be at most 65,535"):
         read_image(flat_png(width, height), max_pixels=50_000_000)
+
+
+# -- bounded resizing ---------------------------------------------------------------------------------------------
+
+PIPELINES = [(256, 224), (342, 299), (64, 64), (32, (48, 40))]  # ImageNet, Inception, shapes, crop past resize
+
+
+def pipeline(resize, crop):
+    return transforms.Compose([transforms.Resize(resize, antialias=True), transforms.CenterCrop(crop)])
+
+
+@pytest.mark.parametrize("resize, crop", PIPELINES, ids=["256-224", "342-299", "64-64", "32-48x40"])
+def test_fitting_gives_the_plain_transforms_result(resize, crop):
+    rng = np.random.default_rng(resize)
+    # the plain pipeline must stay affordable here: (3, 300) already makes it resize to 256 x 25,600
+    sizes = [(1, 1), (1, 7), (3, 300), (300, 3), (12, 1000), (40, 1000), (1000, 150), (257, 2000), (5, 5), (640, 480)]
+    sizes += [tuple(int(v) for v in rng.integers(1, 1000, 2)) for _ in range(10)]
+    fitted = 0
+    for w, h in sizes:
+        im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+        fit = fit_for_transform(im, resize, crop)
+        fitted += fit is not im
+        want = transforms.functional.pil_to_tensor(pipeline(resize, crop)(im)).int()
+        got = transforms.functional.pil_to_tensor(pipeline(resize, crop)(fit)).int()
+        assert got.shape == want.shape, (w, h)
+        assert (got - want).abs().max() <= 1, (w, h)  # fixed-point rounding of the filter weights, on noise
+    assert fitted >= 8  # the shapes above that a full resize would blow up did take the bounded path
+
+
+def test_normal_photos_are_left_alone():
+    im = photo(640, 480)
+    assert fit_for_transform(im, 256, 224) is im
+    assert fit_for_transform(photo(4000, 10), 256, 224).size == (256, 256)
+
+
+@linux_only
+@pytest.mark.parametrize("width, height", [(1, 65_535), (65_535, 1), (1, 4_000), (2, 65_535), (65_535, 3)])
+def test_extreme_shapes_cost_no_more_than_a_photo(width, height):
+    data = flat_png(width, height)
+    tf = pipeline(256, 224)
+    im, seconds, grew = peak_growth(lambda: tf(read_image(data, max_pixels=50_000_000, resize=256, crop=224)))
+    assert im.size == (224, 224)
+    assert seconds < 0.5 and grew < 40 * 2**20, (seconds, grew)  # the plain pipeline needs 17 GB for 1 x 65535
+
+
+@linux_only
+def test_a_1x4000_png_takes_a_gigabyte_without_fitting():
+    # the defect this guards against; the plain pipeline on a strip the test machine can afford (1 x 1000: 196 MB)
+    im = read_image(flat_png(1, 1_000), max_pixels=CAP)
+    _, _, grew = peak_growth(lambda: pipeline(256, 224)(im))
+    _, _, fitted = peak_growth(lambda: pipeline(256, 224)(fit_for_transform(im, 256, 224)))
+    assert grew > 150 * 2**20 and fitted < 10 * 2**20, (grew, fitted)
+
+
+def test_transform_fit_reads_torchvisions_presets_and_our_compose():
+    from torchvision.models import AlexNet_Weights, Inception_V3_Weights
+
+    from vizserve.loading import preprocessing
+
+    bilinear = Image.Resampling.BILINEAR
+    assert transform_fit(AlexNet_Weights.IMAGENET1K_V1.transforms()) == {
+        "resize": 256,
+        "crop": (224, 224),
+        "resample": bilinear,
+    }
+    assert transform_fit(Inception_V3_Weights.IMAGENET1K_V1.transforms())["resize"] == 342
+    spec = {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
+    assert transform_fit(preprocessing(spec)[0]) == {"resize": 64, "crop": (64, 64), "resample": bilinear}
+    assert transform_fit(transforms.Compose([transforms.CenterCrop(10)])) == {}
+    assert transform_fit(transforms.Resize((10, 20))) == {}
+    assert transform_fit(pipeline((10, 20), 5)) == {}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [encode(photo(4000, 10), "PNG"), encode(photo(10, 3000), "PNG"), jpeg(320, 240), encode(photo(90, 60), "PNG")],
+    ids=["4000x10", "10x3000", "jpeg-320x240", "90x60"],
+)
+def test_read_image_with_the_transform_gives_the_same_input(data):
+    from torchvision.models import AlexNet_Weights
+
+    tf = AlexNet_Weights.IMAGENET1K_V1.transforms()
+    want = tf(read_image(data, max_pixels=CAP))
+    got = tf(read_image(data, max_pixels=CAP, **transform_fit(tf)))
+    assert got.shape == want.shape == (3, 224, 224)
+    assert (got - want).abs().max() <= 1 / 255 / 0.224 + 1e-6  # one level, in normalized units
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_within_tolerance():
+    from torchvision.models import AlexNet_Weights
+
+    tf = AlexNet_Weights.IMAGENET1K_V1.transforms()
+    data = encode(textured_photo(2016, 1512), "JPEG", quality=92)
+    full = read_image(data, max_pixels=CAP)
+    small = read_image(data, max_pixels=CAP, **transform_fit(tf))
+    assert full.size == (2016, 1512) and small.size == (1008, 756)  # DCT scaling by 1/2: 512 px on the short side
+    diff = (tf(small) - tf(full)).abs()
+    # measured 0.0086 mean, 0.105 max (0.0115 and 0.07 at 4032 x 3024, scaled by 1/4); decoding down to 1x the
+    # short side (256 px) would give 0.019 and 0.26
+    assert diff.mean() < 0.015 and diff.max() < 0.15, (diff.mean(), diff.max())
+
+
+def test_reduced_size_decoding_keeps_exif_orientation():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(photo(2400, 1200), "JPEG", exif=exif.tobytes())
+    im = read_image(data, max_pixels=CAP, resize=256, crop=224)
+    assert im.size == (600, 1200)
 
 
 # -- .npy headers --------------------------------------------------------------------------------------------------
