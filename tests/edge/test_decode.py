@@ -29,6 +29,7 @@ from vizserve.decode import (
     MAX_GIF_BLOCKS,
     MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS,
+    MAX_JSON_ITEMS,
     MAX_PNG_CHUNKS,
     echo,
     fit_for_transform,
@@ -471,6 +472,34 @@ def test_parse_json_parses_and_reports():
     with pytest.raises(InvalidInput, match="does not parse"):
         parse_json(b'{"mode": "\xff"}')
     assert parse_json('{"a": [1]}') == {"a": [1]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" + b"0," * 16_000_000 + b"0]",
+        b"[" + b'"a",' * 8_000_000 + b'"a"]',
+        b"{" + b",".join(b'"k%d":0' % i for i in range(500_000)) + b"}",
+        b'{"a": "' + b'""' * 30_000 + b'"}',
+        b"[" + b"0," * (MAX_JSON_ITEMS + 1) + b"0]",
+    ],
+    ids=["16M-zeros", "8M-strings", "500k-keys", "60k-quotes", "10001-items"],
+)
+@linux_only
+def test_json_of_many_values_is_refused_before_parsing(body):
+    def refuse():
+        with pytest.raises(InvalidInput, match="JSON with more than 10,000 values"):
+            parse_json(body)
+
+    _, seconds, grew = peak_growth(refuse)
+    assert seconds < 0.5 and grew < 20 * 2**20, (seconds, grew)
+
+
+def test_a_request_sized_json_body_parses():
+    body = {"data": "data:image/png;base64," + "A" * 1000, "mode": "featuremaps,gradcam", "layers": ["a"] * 16}
+    body.update({f"option{k}": [k, "x", {"y": 1.5}] for k in range(30)})
+    assert parse_json(json.dumps(body)) == body
+    assert parse_json(b"[" + b"0," * (MAX_JSON_ITEMS - 1) + b"0]") == [0] * MAX_JSON_ITEMS
 
 
 def test_echo_cuts_user_text():
