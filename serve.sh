@@ -26,6 +26,23 @@ while [[ $# -gt 0 ]]; do
 done
 [[ ${#archs[@]} -gt 0 ]] || archs=(alexnet vgg16 resnet18 shapes)
 
+# TorchServe allows one server per temporary folder (its pid file is there) and would refuse only after the start
+# below had truncated logs/console.log, the running server's log: check first, and say so.
+pidfile="${TMPDIR:-${TEMP:-${TMP:-/tmp}}}/.model_server.pid"
+pid=$(head -n 1 "$pidfile" 2>/dev/null || true)
+if [[ "$pid" =~ ^[0-9]+$ ]]; then
+  if [[ -r "/proc/$pid/cmdline" ]]; then
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+  else
+    cmdline=$(ps -ww -p "$pid" -o args= 2>/dev/null || true)
+  fi
+  if [[ "$cmdline" == *org.pytorch.serve.ModelServer* ]]; then
+    where=$(readlink "/proc/$pid/cwd" 2>/dev/null || true)
+    echo "serve.sh: TorchServe is already running (pid $pid${where:+, started in $where}); ./serve.sh stop first" >&2
+    exit 1
+  fi
+fi
+
 ./scripts/setup.sh
 store=model_store
 mkdir -p "$store"
@@ -60,6 +77,10 @@ if [[ ${#ts_args[@]} -gt 0 ]]; then
   exec "${start[@]}" "${ts_args[@]}"  # --foreground: returns when TorchServe stops
 fi
 mkdir -p logs
-"${start[@]}" >logs/console.log 2>&1  # TorchServe's own log lines also go to logs/ts_log.log
+if ! "${start[@]}" >logs/console.log 2>&1; then  # TorchServe's own log lines also go to logs/ts_log.log
+  echo "serve.sh: torchserve --start failed; logs/console.log says:" >&2
+  tail -n 20 logs/console.log >&2
+  exit 1
+fi
 
 exec .venv/bin/python scripts/wait_ready.py --config "$config" "${models[@]%.mar}"

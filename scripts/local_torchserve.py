@@ -1,13 +1,14 @@
 """Start a private TorchServe on loopback for tests and benchmarks, and always stop it.
 
-It runs in its own folder (its key_file.json, logs and pid file stay there), on free ports, with the repository's
-config.properties otherwise unchanged.
+It runs in its own folder (its key_file.json, logs and pid file stay there), on free ports, with its own range of
+worker ports, and with the repository's config.properties otherwise unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -23,6 +24,12 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# TorchServe's workers listen on unix sockets /tmp/.ts.sock.N (Java's java.io.tmpdir, not $TMPDIR), N counting up
+# from initial_worker_port, one per worker it creates; a new worker removes a socket already at its name. So each
+# server gets a range of its own: never the dev server's (config.properties: 9000 up), never another test's.
+SOCKET_DIR = Path("/tmp")
+WORKER_PORT_SPAN = 100
+WORKER_PORT_BASES = range(10_000, 32_000, WORKER_PORT_SPAN)  # below the kernel's ephemeral ports (free_ports)
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Server:
     key: str
     management_key: str
     workdir: Path
+    worker_ports: range = range(0)
 
     def auth(self) -> dict:
         return {"Authorization": f"Bearer {self.key}"}
@@ -63,16 +71,58 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def derived_config(store: Path, ports: Sequence[int]) -> str:
-    """config.properties as shipped, with other ports and model store."""
+def _range_is_unused(base: int, span: int, socket_dir: Path) -> bool:
+    return not any((socket_dir / f".ts.sock.{port}").exists() for port in range(base, base + span))
+
+
+@contextmanager
+def worker_ports(
+    span: int = WORKER_PORT_SPAN, bases: Sequence[int] = WORKER_PORT_BASES, socket_dir: Path = SOCKET_DIR
+) -> Iterator[range]:
+    """A range of ``span`` worker ports, held for one TorchServe until the block ends, then its sockets removed.
+
+    The range starts at one of ``bases`` (tried in random order), all multiples of ``span`` apart, so two ranges
+    never overlap; none of its sockets may exist in ``socket_dir``. It is held by binding a TCP socket to its first
+    port on loopback: a second process looking at the same time cannot take it, and the hold ends with the process.
+    """
+    for base in random.sample(list(bases), len(bases)):
+        if not _range_is_unused(base, span, socket_dir):
+            continue
+        hold = socket.socket()
+        try:
+            hold.bind(("127.0.0.1", base))
+        except OSError:
+            hold.close()
+            continue
+        try:
+            yield range(base, base + span)
+        finally:
+            hold.close()
+            for port in range(base, base + span):  # TorchServe leaves them behind; the next user would see them
+                (socket_dir / f".ts.sock.{port}").unlink(missing_ok=True)
+                (socket_dir / f".ts.sock.{port}.lock").unlink(missing_ok=True)
+        return
+    raise RuntimeError(f"no free range of {span} worker ports among {len(bases)}: /tmp/.ts.sock.* left by old servers?")
+
+
+def derived_config(store: Path, ports: Sequence[int], worker_port: int | None = None) -> str:
+    """config.properties as shipped, with other ports and model store, and ``initial_worker_port`` set to
+    ``worker_port`` (from :func:`worker_ports`); without one, to the start of a range unused right now (not held:
+    another server may pick it too, though among 220 ranges that is unlikely)."""
     text = (ROOT / "config.properties").read_text()
     inf, mgmt, met, grpc_inf, grpc_mgmt = ports
+    if worker_port is None:
+        worker_port = next(
+            b for b in random.sample(list(WORKER_PORT_BASES), len(WORKER_PORT_BASES))
+            if _range_is_unused(b, WORKER_PORT_SPAN, SOCKET_DIR)
+        )  # fmt: skip
     for key, value in {
         "inference_address": f"http://127.0.0.1:{inf}",
         "management_address": f"http://127.0.0.1:{mgmt}",
         "metrics_address": f"http://127.0.0.1:{met}",
         "grpc_inference_port": str(grpc_inf),
         "grpc_management_port": str(grpc_mgmt),
+        "initial_worker_port": str(worker_port),
         "model_store": str(store),
     }.items():
         text, n = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.MULTILINE)
@@ -131,8 +181,13 @@ def local_torchserve(store: Path, archives: Sequence[str], workdir: Path, timeou
 
     Raises RuntimeError if it is not ready in ``timeout`` seconds, or if anything of it survives ``--stop``.
     """
+    with worker_ports() as workers:
+        yield from _serve(store, archives, workdir, timeout, workers)
+
+
+def _serve(store: Path, archives: Sequence[str], workdir: Path, timeout: float, workers: range) -> Iterator[Server]:
     ports = free_ports(5)
-    (workdir / "config.properties").write_text(derived_config(store, ports))
+    (workdir / "config.properties").write_text(derived_config(store, ports, workers.start))
     env = {**os.environ, "TMPDIR": str(workdir), "PATH": f"{BIN}:{os.environ['PATH']}"}  # TMPDIR: own pid file
     start = [str(BIN / "torchserve"), "--start", "--ncs", "--ts-config", str(workdir / "config.properties"),
              "--model-store", str(store), "--models", *archives]  # fmt: skip
@@ -151,6 +206,7 @@ def local_torchserve(store: Path, archives: Sequence[str], workdir: Path, timeou
                     key=keys["inference"]["key"],
                     management_key=keys["management"]["key"],
                     workdir=workdir,
+                    worker_ports=workers,
                 )
                 if all(server.worker_pids(name) for name in names):
                     break
