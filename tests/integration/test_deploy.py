@@ -41,6 +41,31 @@ def test_dockerfiles_run_as_a_user_keep_tokens_and_use_the_readme_scripts(name):
     assert "disable-token-auth" not in text and "disable_token_authorization=true" not in text
 
 
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_dockerfiles_take_the_base_as_an_argument_and_pip_settings_only_as_build_secrets(name):
+    lines = [line for line in (ROOT / "docker" / name).read_text().splitlines() if not line.startswith("#")]
+    assert lines[0].startswith("ARG BASE_IMAGE=") and lines[1] == "FROM ${BASE_IMAGE}"
+    text = "\n".join(lines)
+    assert "--mount=type=secret,id=pip_cert" in text and "PIP_CERT=/run/secrets/pip_cert" in text
+    assert not re.search(r"^(COPY|ADD)\b.*(\.crt|\.pem|pip\.conf|secret)", text, re.MULTILINE | re.IGNORECASE)
+    assert not re.search(r"^(ENV|ARG)\b.*(PIP_CERT|PIP_INDEX|PIP_EXTRA|PIP_CONFIG)", text, re.MULTILINE)
+
+
+def test_gpu_dockerfile_is_the_cpu_one_without_the_torch_index():
+    """What docker_build.sh relies on: built with TORCH_INDEX empty, the CPU image shares every layer with the GPU
+    image (only comments, the index's default and the NVIDIA settings differ)."""
+
+    def steps(name: str) -> list[str]:
+        text = (ROOT / "docker" / name).read_text()
+        return [line for line in text.splitlines() if line and not line.startswith(("#", "ENV NVIDIA_"))]
+
+    cpu, gpu = steps("Dockerfile.cpu"), steps("Dockerfile.gpu")
+    assert [line for line in cpu if line.startswith("ARG TORCH_INDEX=")] == [
+        "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu"
+    ]
+    assert [line if not line.startswith("ARG TORCH_INDEX=") else "ARG TORCH_INDEX=" for line in cpu] == gpu
+
+
 @pytest.mark.integration
 def test_entrypoint_serves_outside_a_container_and_the_healthcheck_passes(tmp_path):
     app = tmp_path / "app"
