@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -66,8 +68,19 @@ def test_gpu_dockerfile_is_the_cpu_one_without_the_torch_index():
     assert [line if not line.startswith("ARG TORCH_INDEX=") else "ARG TORCH_INDEX=" for line in cpu] == gpu
 
 
-@pytest.mark.integration
-def test_entrypoint_serves_outside_a_container_and_the_healthcheck_passes(tmp_path):
+def free_worker_port() -> int:
+    """A first worker port of our own: TorchServe's workers listen on /tmp/.ts.sock.<port>, and other TorchServes on
+    this machine use the default 9000 and up."""
+    while True:
+        port = random.randrange(20000, 60000, 10)
+        if not any(Path(f"/tmp/.ts.sock.{port + i}").exists() for i in range(10)):
+            return port
+
+
+@contextmanager
+def entrypoint_server(tmp_path: Path, **settings: str):
+    """docker/entrypoint.sh run outside a container on free ports, serving the shapes model; ``settings`` replace or
+    add config.properties lines. Yields (app folder, environment, ports); stops it and checks nothing is left."""
     app = tmp_path / "app"
     for part in ["handlers", "scripts", "examples", "docker"]:
         shutil.copytree(ROOT / part, app / part, ignore=shutil.ignore_patterns("__pycache__", "*.mar"))
@@ -75,29 +88,17 @@ def test_entrypoint_serves_outside_a_container_and_the_healthcheck_passes(tmp_pa
         shutil.copy2(ROOT / part, app / part)
     (app / ".venv").symlink_to(ROOT / ".venv")
     ports = free_ports(5)
-    (tmp_path / "source.properties").write_text(derived_config(app / "model_store", ports))
+    config = derived_config(app / "model_store", ports)
+    for key, value in {"initial_worker_port": str(free_worker_port()), **settings}.items():
+        config, n = re.subn(rf"^{key}=.*$", f"{key}={value}", config, flags=re.MULTILINE)
+        config += "" if n else f"\n{key}={value}\n"
+    (tmp_path / "source.properties").write_text(config)
     env = {**os.environ, "TMPDIR": str(tmp_path), "VIZ_MODELS": "shapes", "VIZ_BIND": "127.0.0.1",
            "VIZ_CONFIG": str(tmp_path / "source.properties"), "VIZ_RUN_DIR": str(tmp_path / "run")}  # fmt: skip
     proc = subprocess.Popen([str(app / "docker" / "entrypoint.sh")], env=env, cwd=app, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            time.sleep(1)
-            if (app / "key_file.json").exists():
-                check = subprocess.run([str(app / "docker" / "healthcheck.sh")], env=env, capture_output=True)
-                if check.returncode == 0:
-                    break
-        else:
-            pytest.fail("the entry point's TorchServe did not become healthy in 180 s")
-        assert json.loads(check.stdout)["status"] == "Healthy"
-        key = json.loads((app / "key_file.json").read_text())["inference"]["key"]
-        config = (tmp_path / "run" / "config.properties").read_text()
-        assert f"inference_address=http://127.0.0.1:{ports[0]}" in config
-        assert f"management_address=http://127.0.0.1:{ports[1]}" in config  # management never follows VIZ_BIND
-        r = requests.post(f"http://127.0.0.1:{ports[0]}/predictions/shapes_viz", data={"mode": "layers"},
-                          headers={"Authorization": f"Bearer {key}"}, timeout=60)  # fmt: skip
-        assert r.status_code == 200 and r.json()["arch"] == "shapes"
+        yield app, env, ports
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -105,6 +106,81 @@ def test_entrypoint_serves_outside_a_container_and_the_healthcheck_passes(tmp_pa
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         assert not stop_torchserve(app, app, env), "TorchServe outlived the entry point"
+
+
+def healthcheck(app: Path, env: dict) -> tuple[int, dict]:
+    check = subprocess.run([str(app / "docker" / "healthcheck.sh")], env=env, capture_output=True, timeout=60)
+    return check.returncode, json.loads(check.stdout)
+
+
+def wait_healthy(app: Path, env: dict, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        code, report = healthcheck(app, env)
+        if code == 0:
+            return report
+    pytest.fail(f"not healthy in {timeout:.0f} s: {report}")
+
+
+@pytest.mark.integration
+def test_entrypoint_serves_outside_a_container_and_the_healthcheck_passes(tmp_path):
+    with entrypoint_server(tmp_path) as (app, env, ports):
+        report = wait_healthy(app, env)
+        assert report["status"] == "Healthy" and report["ping"] == "Healthy"
+        assert report["models"]["shapes_viz"][0].startswith("READY ")
+        key = json.loads((app / "key_file.json").read_text())["inference"]["key"]
+        config = (tmp_path / "run" / "config.properties").read_text()
+        assert f"inference_address=http://127.0.0.1:{ports[0]}" in config
+        assert f"management_address=http://127.0.0.1:{ports[1]}" in config  # management never follows VIZ_BIND
+        r = requests.post(f"http://127.0.0.1:{ports[0]}/predictions/shapes_viz", data={"mode": "layers"},
+                          headers={"Authorization": f"Bearer {key}"}, timeout=60)  # fmt: skip
+        assert r.status_code == 200 and r.json()["arch"] == "shapes"
+
+
+@pytest.mark.integration
+def test_healthcheck_survives_key_expiry_and_fails_while_a_model_has_no_ready_worker(tmp_path):
+    """Keys that expire after 6 s: the check stays healthy on expired keys without touching the inference key; a
+    killed worker makes it fail until TorchServe has started a new one."""
+    with entrypoint_server(tmp_path, token_expiration_min="0.1") as (app, env, ports):
+        wait_healthy(app, env)
+        keys = json.loads((app / "key_file.json").read_text())
+        inference, management = (f"http://127.0.0.1:{port}" for port in ports[:2])
+
+        def rejected(url: str, kind: str) -> bool:  # the key of that kind in `keys`
+            auth = {"Authorization": f"Bearer {keys[kind]['key']}"}
+            return requests.get(url, headers=auth, timeout=10).status_code == 400
+
+        deadline = time.monotonic() + 60
+        while not (rejected(f"{inference}/ping", "inference") and rejected(f"{management}/models", "management")):
+            assert time.monotonic() < deadline, "the keys did not expire"
+            time.sleep(1)
+        code, report = healthcheck(app, env)
+        assert code == 0, report
+        assert report["ping"].startswith("answering") and report.get("rotated") == "management"
+        after = json.loads((app / "key_file.json").read_text())
+        assert after["inference"] == keys["inference"]  # never rotated by the check: clients hold that key
+        assert after["management"]["key"] != keys["management"]["key"]
+
+        # A client that makes itself a new key with the API key is served (the check did not get in the way).
+        api = {"Authorization": f"Bearer {after['API']['key']}"}
+        assert requests.post(f"{management}/token?type=inference", headers=api, timeout=10).ok
+        new_key = {"Authorization": f"Bearer {json.loads((app / 'key_file.json').read_text())['inference']['key']}"}
+        r = requests.post(f"{inference}/predictions/shapes_viz", data={"mode": "layers"}, headers=new_key, timeout=60)
+        assert r.status_code == 200
+
+        [worker] = report["models"]["shapes_viz"]
+        pid = int(worker.split()[1])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:  # TorchServe starts a new worker within seconds: catch the gap
+            code, report = healthcheck(app, env)
+            if code != 0:
+                break
+            assert time.monotonic() < deadline, f"still healthy after the worker was killed: {report}"
+        assert report["status"] == "Unhealthy" and report["no_ready_worker"] == ["shapes_viz"], report
+        report = wait_healthy(app, env, timeout=120)
+        assert str(pid) not in report["models"]["shapes_viz"][0]  # a new worker
 
 
 def test_kserve_inferenceservice_has_gpu_replicas_and_autoscaling():
