@@ -1,4 +1,4 @@
-"""Deployment files: what can be checked without a Docker engine or a cluster (none runs here)."""
+"""Deployment files, checked without a Docker engine or a cluster; the images themselves: test_docker.py."""
 
 from __future__ import annotations
 
@@ -22,15 +22,23 @@ from scripts.local_torchserve import derived_config, free_ports, stop_torchserve
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_compose_file_reserves_a_gpu_and_publishes_on_loopback_only():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    viz = compose["services"]["viz"]
-    assert viz["build"]["dockerfile"] == "docker/Dockerfile.gpu"
-    assert all(port.startswith("127.0.0.1:") for port in viz["ports"])
-    [device] = viz["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == 1
-    assert viz["healthcheck"]["test"] == ["CMD", "docker/healthcheck.sh"]
-    assert any(v.endswith("/home/viz/.cache/torch:ro") for v in viz["volumes"])  # weights from a mounted cache
+COMPOSE_FILES = ["docker-compose.yml", "docker-compose.cpu.yml"]
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_files_publish_on_loopback_only_and_check_health(name):
+    [(service, spec)] = yaml.safe_load((ROOT / name).read_text())["services"].items()
+    kind = "cpu" if "cpu" in name else "gpu"
+    assert spec["build"]["dockerfile"] == f"docker/Dockerfile.{kind}" and spec["image"] == f"cnn-viz-serve:{kind}"
+    assert all(port.startswith("127.0.0.1:") for port in spec["ports"])
+    assert spec["healthcheck"]["test"] == ["CMD", "docker/healthcheck.sh"]
+    assert any(v.endswith("/home/viz/.cache/torch:ro") for v in spec["volumes"])  # weights from a mounted cache
+    devices = spec.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+    if kind == "gpu":
+        [device] = devices
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == 1
+    else:
+        assert devices is None
 
 
 @pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
@@ -207,13 +215,31 @@ def test_kserve_config_lists_the_archives_and_keeps_registration_off():
         assert versions["1.0"]["marName"] == f"{name}.mar" and versions["1.0"]["batchSize"] > 1
 
 
-def test_compose_file_is_valid_against_the_compose_specification(tmp_path):
-    """No Docker engine or `docker compose` here: check-jsonschema's copy of the Compose Specification schema."""
+def test_compose_files_are_valid_against_the_compose_specification(tmp_path):
+    """check-jsonschema's copy of the Compose Specification schema (needs no Docker at all)."""
     import sys
 
     tool = [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
-    ok = subprocess.run([*tool, str(ROOT / "docker-compose.yml")], capture_output=True, text=True)
+    ok = subprocess.run([*tool, *(str(ROOT / name) for name in COMPOSE_FILES)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     broken = tmp_path / "compose.yml"
     broken.write_text("services:\n  viz:\n    ports: 8080\n    deploy: {resources: {reservations: {devices: 1}}}\n")
     assert subprocess.run([*tool, str(broken)], capture_output=True).returncode != 0  # the check can fail
+
+
+def test_docker_compose_config_validates_both_files(tmp_path):
+    """`docker-compose config` (Compose v1, Debian's docker-compose) or `docker compose config`: needs no engine."""
+    if shutil.which("docker-compose"):
+        compose = ["docker-compose"]
+    elif (
+        shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
+        compose = ["docker", "compose"]
+    else:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed: apt-get install docker-compose")
+    for name in COMPOSE_FILES:
+        ok = subprocess.run([*compose, "-f", str(ROOT / name), "config", "-q"], capture_output=True, text=True)
+        assert ok.returncode == 0, f"{name}: {ok.stdout}{ok.stderr}"
+    broken = tmp_path / "compose.yml"
+    broken.write_text("services:\n  viz:\n    image: x\n    ports: {8080: 8080}\n    healthcheck: {retries: many}\n")
+    assert subprocess.run([*compose, "-f", str(broken), "config", "-q"], capture_output=True).returncode != 0
