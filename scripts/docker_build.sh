@@ -20,7 +20,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     cpu|gpu) kinds+=("$1") ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "docker_build: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

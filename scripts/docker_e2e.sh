@@ -20,7 +20,7 @@ for arg in "$@"; do
     --no-build) build="" ;;
     --no-compose) compose="" ;;
     --rmi) rmi=1 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "docker_e2e: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done
