@@ -17,5 +17,22 @@ mkdir -p "$run_dir"
 config="$run_dir/config.properties"
 sed -E "s#^(inference_address=https?://)[^:/]+#\\1${bind}#" "$source_config" > "$config"
 
+# TorchServe's launcher does not pass SIGTERM on to Java, and as a container's PID 1 it would not even die of it: so
+# `docker stop` (SIGTERM) runs `torchserve --stop`, which stops Java and its workers, and the launcher returns.
+stop() {
+  stopping=1
+  .venv/bin/torchserve --stop --foreground >/dev/null 2>&1 || true  # waits (60 s at most) for Java to end
+  kill -TERM "$child" 2>/dev/null || true  # still setting up or building archives
+}
+stopping=""
 # shellcheck disable=SC2086  # VIZ_MODELS and VIZ_ARCHIVE_ARGS are word lists
-exec ./serve.sh --config "$config" --foreground ${VIZ_ARCHIVE_ARGS:-} ${VIZ_MODELS:-alexnet vgg16 resnet18 shapes}
+./serve.sh --config "$config" --foreground ${VIZ_ARCHIVE_ARGS:-} ${VIZ_MODELS:-alexnet vgg16 resnet18 shapes} &
+child=$!
+trap stop TERM INT
+status=0
+wait "$child" || status=$?
+if [[ -n "$stopping" ]]; then
+  wait "$child" 2>/dev/null || true  # a trapped signal ends the first wait early
+  exit 0
+fi
+exit "$status"

@@ -18,12 +18,19 @@ if [[ ! -f "$stamp" ]]; then
   [[ -x .venv/bin/python ]] || "$py" -m venv .venv
   echo "setup: installing pinned packages from $want into .venv (first time: a few minutes, about 5 GB)" >&2
   log=$(mktemp)
-  # VIZ_TORCH_INDEX (the CPU Docker image sets PyTorch's CPU wheel index) installs the pinned torch from there first.
+  # VIZ_TORCH_INDEX (the CPU Docker image sets PyTorch's CPU wheel index) installs the pinned torch from there first;
+  # where that index cannot be reached, the pinned torch comes from pip's own index below (the CUDA build).
   if [[ -n "${VIZ_TORCH_INDEX:-}" ]]; then
     pins=$(grep -E '^(torch|torchvision)==' requirements.txt)
     # shellcheck disable=SC2086
-    .venv/bin/python -m pip install --disable-pip-version-check --index-url "$VIZ_TORCH_INDEX" $pins >"$log" 2>&1 \
-      || { tail -20 "$log" >&2; echo "setup: torch from $VIZ_TORCH_INDEX failed" >&2; exit 1; }
+    if .venv/bin/python -m pip install --disable-pip-version-check --retries 1 --timeout 30 \
+        --index-url "$VIZ_TORCH_INDEX" $pins >"$log" 2>&1; then
+      echo "setup: torch from $VIZ_TORCH_INDEX" >&2
+    else
+      grep -v "^WARNING: Location" "$log" | tail -3 >&2
+      echo "setup: torch from $VIZ_TORCH_INDEX failed (unreachable from here?); installing the pinned torch from" >&2
+      echo "       pip's index instead: the registry's CUDA build, about 4 GB more, which runs on the CPU too" >&2
+    fi
   fi
   if ! .venv/bin/python -m pip install --disable-pip-version-check -r "$want" >"$log" 2>&1; then
     grep -v "^WARNING: Location" "$log" | tail -20 >&2
