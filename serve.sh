@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up, build the missing archives and start TorchServe with config.properties, serving every built model.
 #   ./serve.sh [--random-weights] [--foreground] [--config FILE] [ARCH...]
-#                                     start (default ARCH: alexnet vgg16 resnet18 shapes; FILE: config.properties)
+#        start (default ARCH: alexnet vgg16 resnet18 shapes and every archive already in model_store/, such as
+#        those ./archive.sh densenet121 inception_v3 built; FILE: config.properties)
 #   ./serve.sh stop                                           stop it
 # Logs go to logs/, the access keys to key_file.json (both in this folder).
 set -euo pipefail
@@ -19,12 +20,19 @@ while [[ $# -gt 0 ]]; do
     --random-weights) archive_args+=("$arg") ;;
     --foreground) ts_args+=("$arg") ;;
     --config) config=$1; shift ;;
-    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "serve.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
     *) archs+=("$arg") ;;
   esac
 done
-[[ ${#archs[@]} -gt 0 ]] || archs=(alexnet vgg16 resnet18 shapes)
+if [[ ${#archs[@]} -eq 0 ]]; then
+  archs=(alexnet vgg16 resnet18 shapes)
+  for mar in model_store/*_viz.mar; do  # and whatever ./archive.sh built there
+    [[ -f "$mar" ]] || continue
+    name=$(basename "$mar" _viz.mar)
+    [[ " ${archs[*]} " == *" $name "* ]] || archs+=("$name")
+  done
+fi
 
 # TorchServe allows one server per temporary folder (its pid file is there) and would refuse only after the start
 # below had truncated logs/console.log, the running server's log: check first, and say so.
@@ -55,6 +63,11 @@ for arch in "${archs[@]}"; do
   if [[ ! -f "$mar" || -n "$stale" ]]; then
     echo "serve.sh: building $mar${stale:+ (code changed since it was built: $stale)}" >&2
     args=(${archive_args[@]+"${archive_args[@]}"})
+    # an archive built with random weights is rebuilt with random weights (its spec.json says which it had)
+    if [[ -f "$mar" ]] && .venv/bin/python -c 'import json, sys, zipfile
+sys.exit(json.loads(zipfile.ZipFile(sys.argv[1]).read("spec.json")).get("weights") != "random")' "$mar" 2>/dev/null; then
+      args=(--random-weights)
+    fi
     [[ -f "examples/$arch/model.json" ]] && args=()  # a model of our own comes with its trained weights
     if ! ./archive.sh ${args[@]+"${args[@]}"} --out "$store" "$arch"; then
       missing+=("$arch")

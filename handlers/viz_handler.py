@@ -7,6 +7,7 @@ Everything else (request parsing, the model, pictures) lives in the server-indep
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import torch
@@ -60,6 +61,9 @@ class VizHandler:
         self.initialized = False
 
     def initialize(self, context) -> None:
+        # TorchServe's worker would json.loads every application/json body before the handler, without bounds on
+        # depth or size; undecoded, it reaches vizserve's bounded parser instead (read per request by the worker).
+        os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         props = context.system_properties
         device = select_device(props.get("gpu_id"))
         cfg = (context.model_yaml_config or {}).get("handler", {})

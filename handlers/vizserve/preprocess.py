@@ -17,7 +17,17 @@ from torchvision.transforms import functional as TF
 
 from cnnviz import Preprocess
 
-__all__ = ["image_transform"]
+__all__ = ["decode_fit", "image_transform"]
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def decode_fit(pre: Preprocess) -> dict:
+    """Keyword arguments of :func:`vizserve.decode.read_image` that decode only what ``pre`` keeps (a JPEG at
+    reduced size, an extreme aspect ratio cropped first); ``{}`` where its filter has no Pillow twin."""
+    if pre.interpolation not in _RESAMPLE:
+        return {}
+    return {"resize": pre.resize, "crop": tuple(pre.crop), "resample": _RESAMPLE[pre.interpolation]}
 
 
 def image_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:

@@ -21,10 +21,10 @@ from torch import nn
 from cnnviz import InputTooLarge, LayerTable, ModelSpec, VizError, forward
 
 from . import render
-from .decode import NPY_MAGIC, read_image, read_npy
+from .decode import NPY_MAGIC, read_image, read_npy, transform_fit
 from .modes import MODES, BatchedMode, ForwardMode, OptimizeMode, StaticMode
 from .modes.optimizing import streamer
-from .preprocess import image_transform
+from .preprocess import decode_fit, image_transform
 from .request import VizRequest, fields_of, parse_request
 from .served import Limits, Served, smallest_input_side
 
@@ -82,6 +82,8 @@ class VizService:
         if spec.min_side is None:
             spec = replace(spec, min_side=smallest_input_side(model, spec.input_shape, device))
         self.served = Served(model, spec, table, transform or image_transform(spec.preprocess), device, name, limits)
+        # decode no more than the transform keeps (reduced-size JPEG decoding, extreme shapes cropped first)
+        self._fit = decode_fit(spec.preprocess) if transform is None else transform_fit(transform)
 
     # the attributes tests and tools read
     @property
@@ -168,7 +170,7 @@ class VizService:
         limits, spec = self.limits, self.spec
         if data.startswith(NPY_MAGIC):
             return read_npy(data, min_side=spec.min_side or 1, max_side=limits.max_input_side)
-        return self.served.transform(read_image(data, max_pixels=limits.max_image_pixels))
+        return self.served.transform(read_image(data, max_pixels=limits.max_image_pixels, **self._fit))
 
     @staticmethod
     def _captures(req: VizRequest) -> list[str]:

@@ -46,7 +46,22 @@ def test_model_registration_api_is_off(server):
     assert r.status_code == 405, r.text  # TorchServe answers registration with 405 when enable_model_api=false
     models = requests.get(f"{server.management}/models", headers={"Authorization": f"Bearer {server.management_key}"},
                           timeout=30).json()["models"]  # fmt: skip
-    assert sorted(m["modelName"] for m in models) == ["alexnet_viz", "resnet18_viz", "shapes_short_viz", "shapes_viz"]
+    assert sorted(m["modelName"] for m in models) == [
+        "alexnet_viz", "inception_v3_viz", "resnet18_viz", "shapes_short_viz", "shapes_viz",
+    ]  # fmt: skip
+
+
+def test_inception_v3_is_fed_299_px_and_explained_at_its_last_stage(server):
+    d = server.post("inception_v3_viz", data={"mode": "describe"}).json()["describe"]
+    assert d["input_shape"] == [3, 299, 299] and d["preprocess"]["resize"] == 342 and d["min_side"] == 75
+    assert d["cam_layer"] == "Mixed_7c" and d["featuremap_layers"] == ["Conv2d_1a_3x3.conv", "Mixed_7c"]
+    assert "describe" in [m["name"] for m in d["modes"]] and d["num_classes"] == 1000
+    fields = {"mode": "gradcam,featuremaps", "layers": "Mixed_7c", "channels": "8", "raw": "true"}
+    r = server.post("inception_v3_viz", files={"data": jpeg(500, 375)}, data=fields)
+    assert r.status_code == 200, r.text[:300]
+    out = r.json()
+    assert out["gradcam"]["layer"] == "Mixed_7c" and decode_npy(out["gradcam"]["raw"]).shape == (299, 299)
+    assert out["featuremaps"][0]["shape"] == [2048, 8, 8] and len(out["predictions"]) == 5
 
 
 def test_bare_image_body_gets_top5(server):
@@ -149,8 +164,8 @@ def test_concurrent_mixed_requests_each_get_their_own_answer(server):
         if i % 4 == 3:
             return i, server.post("resnet18_viz", files={"data": ("x", b"junk")}, data={"topk": str(i + 1)})
         mode = ["classify", "featuremaps", "filters"][i % 3]
-        return i, server.post("resnet18_viz", files={"data": ("x.jpg", jpeg(seed=i))},
-                              data={"mode": mode, "topk": str(i + 1), "channels": "4"})  # fmt: skip
+        fields = {"mode": mode, "topk": str(i + 1), **({"channels": "4"} if mode != "classify" else {})}
+        return i, server.post("resnet18_viz", files={"data": ("x.jpg", jpeg(seed=i))}, data=fields)
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(call, range(12)))
