@@ -86,11 +86,22 @@ def fields_of(item: Mapping[str, Any]) -> dict[str, Any]:
     raise InvalidInput(f"request body must be an image, a .npy array or a JSON object; got JSON {type(body).__name__}")
 
 
+_BASE64_TEXT = re.compile(rb"\s*(data:[\w/+.-]*;base64,)?[A-Za-z0-9+/=\s]+", re.IGNORECASE)
+
+
 def _data(value: Any) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value) or None
+        value = bytes(value)
+        # A form text field arrives as bytes too (TorchServe's decoding is off, see viz_handler): base64 text is
+        # recognized by its alphabet, which no image or .npy file consists of, and by decoding.
+        if _BASE64_TEXT.fullmatch(value):
+            try:
+                return base64.b64decode(_DATA_URL.sub("", value.decode("ascii").strip()), validate=True) or None
+            except (binascii.Error, ValueError):
+                pass  # not base64 after all: the bytes as they came (the decoder says what they are not)
+        return value or None
     if isinstance(value, str):  # base64 text (JSON bodies, or a text form field), optionally a data: URL
         text = _DATA_URL.sub("", value.strip())
         try:

@@ -168,3 +168,14 @@ def test_readme_options_table_is_generated_from_the_declarations():
     readme = (__import__("pathlib").Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert START in readme and END in readme
     assert readme.split(START, 1)[1].split(END, 1)[0] == "\n" + table(), "run scripts/options_table.py --write"
+
+
+def test_base64_in_a_form_text_field_that_arrives_as_bytes(table):
+    img = b"\xff\xd8\xff\xe0 a jpeg"
+    text = base64.b64encode(img)
+    assert parse(table, data=text).data == img and parse(table, data=bytearray(text + b"\n")).data == img
+    assert parse(table, data=b"data:image/jpeg;base64," + text).data == img
+    assert parse(table, data=img).data == img  # binary stays as it came
+    assert parse(table, data=b"abc").data == b"abc"  # not base64: the bytes as they came
+    with pytest.raises(InvalidInput, match="not valid base64"):
+        parse(table, data="abc")  # text (JSON) must be base64
