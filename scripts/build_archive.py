@@ -59,7 +59,10 @@ def model_dir_of(arch: str) -> Path | None:
         if (candidate / "model.json").is_file():
             return candidate.resolve()
     if arch in TRANSFORMERS:
-        check_arch(arch)  # says why
+        try:
+            check_arch(arch)
+        except InvalidOption as exc:  # says why
+            raise SystemExit(f"archive.sh: {exc}") from None
     raise SystemExit(
         f"archive.sh: unknown model {arch!r}: not one of torchvision's CNNs ({', '.join(ARCHITECTURES)}), and "
         f"neither {EXAMPLES / arch} nor {arch} is a folder with a model.json (see examples/shapes)"
