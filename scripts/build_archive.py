@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "arch", nargs="+", metavar="ARCH",
         help="a CNN classifier of torchvision (every one that torchvision.models.list_models() lists, except the "
-        "vision transformers vit_*, swin_*, maxvit_t), or a model of your own: a folder with a model.json, such as "
+        "vision transformers vit_*, swin*, maxvit_t, mvit_*), including the video CNNs r3d_18, mc3_18, r2plus1d_18 and "
+        "s3d, or a model of your own: a folder with a model.json, such as "
         "examples/shapes (or just 'shapes')",
     )  # fmt: skip
     src = p.add_mutually_exclusive_group()

@@ -15,6 +15,7 @@ from .layers import LayerInfo, LayerTable, clip_text
 from .models import (
     ARCHITECTURES,
     TRANSFORMERS,
+    VIDEO_ARCHITECTURES,
     WeightsUnavailable,
     build_model,
     check_arch,
@@ -31,6 +32,7 @@ from .visuals import diverging, featuremap_tiles, kernel_matrix, rgb_filter_tile
 
 __all__ = [
     "ARCHITECTURES",
+    "VIDEO_ARCHITECTURES",
     "TRANSFORMERS",
     "ActmaxResult",
     "Objective",

@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .spec import ModelSpec, Preprocess
 
 __all__ = [
     "ARCHITECTURES",
+    "VIDEO_ARCHITECTURES",
     "TRANSFORMERS",
     "build_model",
     "check_arch",
@@ -39,13 +41,14 @@ __all__ = [
     "WeightsUnavailable",
 ]
 
-#: torchvision's vision transformers: their layers output token sequences, not feature maps (refused, see
-#: :func:`check_arch`).
-TRANSFORMERS: tuple[str, ...] = tuple(
-    n for n in tvm.list_models(module=tvm) if n.startswith(("vit_", "swin", "maxvit"))
-)
-#: Every convolutional classification architecture of torchvision, by its name.
-ARCHITECTURES: tuple[str, ...] = tuple(n for n in tvm.list_models(module=tvm) if n not in TRANSFORMERS)
+_LISTED = tuple(tvm.list_models(module=tvm)) + tuple(tvm.list_models(module=tvm.video))
+#: torchvision's vision transformers (images and video): their layers output token sequences, not feature maps
+#: (refused, see :func:`check_arch`).
+TRANSFORMERS: tuple[str, ...] = tuple(n for n in _LISTED if n.startswith(("vit_", "swin", "maxvit", "mvit")))
+#: Every convolutional classification architecture of torchvision, by its name: images, then video.
+ARCHITECTURES: tuple[str, ...] = tuple(n for n in _LISTED if n not in TRANSFORMERS)
+#: The video CNNs among them (inputs ``[N, 3, T, H, W]``, Kinetics-400 weights).
+VIDEO_ARCHITECTURES: tuple[str, ...] = tuple(n for n in tvm.list_models(module=tvm.video) if n in ARCHITECTURES)
 
 # Builder arguments torchvision itself passes when it loads pretrained weights (its builders set them only when
 # ``weights`` is given; we build without weights and load them ourselves). The auxiliary classifiers exist only for
@@ -100,6 +103,15 @@ def imagenet_weights(arch: str, name: str | None = None) -> WeightsEnum:
         raise InvalidOption(f"{arch} has no weights {name!r}; it has: {', '.join(entries.__members__)}") from None
 
 
+def _clip_of(entry: WeightsEnum) -> tuple[int, float]:
+    """The clip length and frame rate a video model's weights were evaluated with: torchvision states them only in
+    the prose of ``meta["_docs"]`` (``frame_rate=15``, ``clip_len=16``); 16 frames at 15 fps where it does not."""
+    docs = str(entry.meta.get("_docs", ""))
+    frames = re.search(r"clip_len=(\d+)", docs)
+    fps = re.search(r"frame_rate=(\d+(?:\.\d+)?)", docs)
+    return (int(frames.group(1)) if frames else 16), (float(fps.group(1)) if fps else 15.0)
+
+
 def torchvision_spec(arch: str, weights_name: str | None = None, **changes) -> ModelSpec:
     """The spec of a torchvision architecture from its weights' own metadata: the eval transform (resize, crop,
     interpolation, mean, std: what ``weights.transforms()`` does), the input size, the smallest input, the labels and
@@ -108,16 +120,21 @@ def torchvision_spec(arch: str, weights_name: str | None = None, **changes) -> M
     entry = imagenet_weights(arch, weights_name)
     t = entry.transforms()
     crop = (int(t.crop_size[0]),) * 2 if len(t.crop_size) == 1 else tuple(int(c) for c in t.crop_size)
+    video = arch in VIDEO_ARCHITECTURES
+    frames, fps = _clip_of(entry) if video else (None, None)
     pre = Preprocess(
-        resize=int(t.resize_size[0]),
+        resize=int(t.resize_size[0]) if len(t.resize_size) == 1 else tuple(int(r) for r in t.resize_size),
         crop=crop,
         mean=tuple(float(v) for v in t.mean),
         std=tuple(float(v) for v in t.std),
         interpolation=t.interpolation.value,
+        frames=frames,
+        fps=fps,
     )
     values = {
         "arch": arch,
-        "input_shape": (3, *crop),
+        "modality": "video" if video else "image",
+        "input_shape": (3, frames, *crop) if video else (3, *crop),
         "preprocess": pre,
         "labels": tuple(entry.meta["categories"]),
         "weights": entry.name,

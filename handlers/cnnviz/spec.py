@@ -21,11 +21,12 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 @dataclass(frozen=True)
 class Preprocess:
-    """The eval transform, as torchvision's weights define it: resize the short side to ``resize`` with
-    ``interpolation`` (antialiased), centre-crop to ``crop`` ``(H, W)``, scale to [0, 1], normalize by ``mean`` and
-    ``std`` (one value per input channel). Video adds ``frames`` (clip length) and ``fps`` (sampling rate)."""
+    """The eval transform, as torchvision's weights define it: resize the short side to ``resize`` (or, given
+    ``(H, W)``, to exactly that size, as torchvision's video weights do) with ``interpolation`` (antialiased),
+    centre-crop to ``crop`` ``(H, W)``, scale to [0, 1], normalize by ``mean`` and ``std`` (one value per input
+    channel). Video adds ``frames`` (the clip length the weights were trained on) and ``fps`` (its frame rate)."""
 
-    resize: int
+    resize: int | tuple[int, int]
     crop: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -38,15 +39,21 @@ class Preprocess:
             raise ValueError(f"preprocess.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ValueError(f"preprocess.mean and .std need one value per channel, std > 0: {self.mean} {self.std}")
-        if self.resize < 1 or min(self.crop) < 1:
+        if min(self.resize_sizes) < 1 or min(self.crop) < 1:
             raise ValueError(f"preprocess.resize and .crop must be positive, got {self.resize} and {self.crop}")
+
+    @property
+    def resize_sizes(self) -> tuple[int, ...]:
+        """``resize`` as a tuple: ``(short side,)`` or ``(H, W)``."""
+        return (self.resize,) if isinstance(self.resize, int) else tuple(self.resize)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocess:
         crop = d["crop"]
         crop = (int(crop), int(crop)) if isinstance(crop, (int, float)) else tuple(int(c) for c in crop)
+        resize = d.get("resize", max(crop))
         return cls(
-            resize=int(d.get("resize", max(crop))),
+            resize=int(resize) if isinstance(resize, (int, float)) else tuple(int(r) for r in resize),
             crop=crop,
             mean=tuple(float(v) for v in d["mean"]),
             std=tuple(float(v) for v in d["std"]),
@@ -141,6 +148,8 @@ class ModelSpec:
         d["input_shape"] = list(self.input_shape)
         d["labels"] = list(self.labels)
         d["preprocess"]["crop"] = list(self.preprocess.crop)
+        if not isinstance(self.preprocess.resize, int):
+            d["preprocess"]["resize"] = list(self.preprocess.resize)
         for key in ("featuremap_layers", "filter_layers"):
             d[key] = list(d[key])
         return d

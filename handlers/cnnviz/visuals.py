@@ -57,18 +57,29 @@ def featuremap_tiles(
     return tiles.unsqueeze(1), idx
 
 
+def _time_along_width(weight: torch.Tensor) -> torch.Tensor:
+    """3-D kernels ``[..., t, kh, kw]`` -> ``[..., kh, t * kw]``: the kernel's frames side by side, time to the
+    right; 2-D kernels unchanged."""
+    if weight.dim() < 5:
+        return weight
+    *lead, t, kh, kw = weight.shape
+    return weight.movedim(-3, -2).reshape(*lead, kh, t * kw)
+
+
 def rgb_filter_tiles(weight: torch.Tensor, channels: int | None = 64) -> tuple[torch.Tensor, list[int]]:
     """First-layer kernels as RGB pictures.
 
     Args:
-        weight: ``[C_out, 3, kh, kw]``.
+        weight: ``[C_out, 3, kh, kw]``, or ``[C_out, 3, t, kh, kw]`` (a 3-D convolution: each kernel becomes a strip
+            of its ``t`` frames, time to the right).
         channels: how many filters to show; ``None`` for all.
 
     Returns:
-        ``(tiles [K, 3, kh, kw] in [0, 1], filter indices [K])``, each filter min-max scaled on its own.
+        ``(tiles [K, 3, kh, kw or t * kw] in [0, 1], filter indices [K])``, each filter min-max scaled on its own.
     """
-    if weight.dim() != 4 or weight.shape[1] != 3:
-        raise ValueError(f"expected RGB kernels [C_out, 3, kh, kw], got shape {list(weight.shape)}")
+    if weight.dim() not in (4, 5) or weight.shape[1] != 3:
+        raise ValueError(f"expected RGB kernels [C_out, 3, (t,) kh, kw], got shape {list(weight.shape)}")
+    weight = _time_along_width(weight)
     idx = select_channels(weight.shape[0], channels)
     return _minmax(weight[idx].float(), dims=(1, 2, 3)), idx
 
@@ -89,15 +100,16 @@ def kernel_matrix(
     """Kernels of a deeper convolution as a matrix of coloured cells.
 
     Args:
-        weight: ``[C_out, C_in, kh, kw]``.
+        weight: ``[C_out, C_in, kh, kw]``, or ``[C_out, C_in, t, kh, kw]`` (each cell a strip of the kernel's frames).
         out_channels, in_channels: how many output filters (rows) and input channels (columns) to show.
 
     Returns:
         ``(cells [R, C, 3, kh, kw] in [0, 1], row indices [R], column indices [C])``. One symmetric scale,
         ``max |w|`` over the shown cells, maps to the ends of :func:`diverging`.
     """
-    if weight.dim() != 4:
-        raise ValueError(f"expected kernels [C_out, C_in, kh, kw], got shape {list(weight.shape)}")
+    if weight.dim() not in (4, 5):
+        raise ValueError(f"expected kernels [C_out, C_in, (t,) kh, kw], got shape {list(weight.shape)}")
+    weight = _time_along_width(weight)
     rows = select_channels(weight.shape[0], out_channels)
     cols = select_channels(weight.shape[1], in_channels)
     w = weight[rows][:, cols].float()

@@ -33,7 +33,6 @@ __all__ = [
     "parse_json",
     "read_image",
     "read_npy",
-    "transform_fit",
 ]
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -296,38 +295,6 @@ def fit_for_transform(
     sx, sy = width / out_w, height / out_h
     box = (x0 * sx, y0 * sy, (x0 + keep_w) * sx, (y0 + keep_h) * sy)
     return im.resize((keep_w, keep_h), resample, box=box)
-
-
-def transform_fit(transform: Any) -> dict[str, Any]:
-    """The keyword arguments of :func:`read_image` for a torchvision eval ``transform``: ``{"resize": R, "crop":
-    (h, w), "resample": filter}`` for torchvision's ``ImageClassification`` preset (``weights.transforms()``) or a
-    ``Compose`` that starts with ``Resize(R)`` (an int, no ``max_size``) and ``CenterCrop``; ``{}`` for anything
-    else, which then gets the full image as before."""
-    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resize
-    from torchvision.transforms._presets import ImageClassification
-
-    filters = {
-        InterpolationMode.BILINEAR: Image.Resampling.BILINEAR,
-        InterpolationMode.BICUBIC: Image.Resampling.BICUBIC,
-    }
-    if isinstance(transform, ImageClassification):
-        size, crop, mode = transform.resize_size, transform.crop_size, transform.interpolation
-    elif (
-        isinstance(transform, Compose)
-        and len(transform.transforms) >= 2
-        and isinstance(transform.transforms[0], Resize)
-        and isinstance(transform.transforms[1], CenterCrop)
-        and transform.transforms[0].max_size is None
-    ):
-        resize, center = transform.transforms[:2]
-        size, crop, mode = resize.size, center.size, resize.interpolation
-    else:
-        return {}
-    size = [size] if isinstance(size, int) else list(size)
-    crop = [crop] if isinstance(crop, int) else list(crop)
-    if len(size) != 1 or mode not in filters or len(crop) not in (1, 2):
-        return {}
-    return {"resize": int(size[0]), "crop": (int(crop[0]), int(crop[-1])), "resample": filters[mode]}
 
 
 # -- arrays --------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
 def decode_fit(pre: Preprocess) -> dict:
     """Keyword arguments of :func:`vizserve.decode.read_image` that decode only what ``pre`` keeps (a JPEG at
     reduced size, an extreme aspect ratio cropped first); ``{}`` where its filter has no Pillow twin."""
-    if pre.interpolation not in _RESAMPLE:
+    if pre.interpolation not in _RESAMPLE or not isinstance(pre.resize, int):
         return {}
     return {"resize": pre.resize, "crop": tuple(pre.crop), "resample": _RESAMPLE[pre.interpolation]}
 
@@ -35,7 +35,7 @@ def image_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
     mode = InterpolationMode(pre.interpolation)
 
     def transform(img: Image.Image) -> torch.Tensor:
-        img = TF.resize(img, [pre.resize], interpolation=mode, antialias=True)
+        img = TF.resize(img, list(pre.resize_sizes), interpolation=mode, antialias=True)
         img = TF.center_crop(img, list(pre.crop))
         x = TF.convert_image_dtype(TF.pil_to_tensor(img), torch.float)
         return TF.normalize(x, mean=list(pre.mean), std=list(pre.std))

@@ -159,32 +159,53 @@ def _enlarge(a: np.ndarray) -> np.ndarray:
     return a.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else a
 
 
+def _strip(frames: list[np.ndarray]) -> np.ndarray:
+    """Frames ``H x W (x 3)`` left to right, each enlarged for display, 2 px apart: a clip as one picture."""
+    frames = [_enlarge(f) for f in frames]
+    if len(frames) == 1:
+        return frames[0]
+    gap = np.full((frames[0].shape[0], PAD, *frames[0].shape[2:]), round(BACKGROUND * 255), np.uint8)
+    return np.concatenate([part for f in frames for part in (f, gap)][:-1], axis=1)
+
+
 def _coloured(heat: torch.Tensor) -> np.ndarray:
     return _jet()[(heat.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()]
 
 
+# The pictures of maps and images take one input ``[3, H, W]`` / ``[H, W]``, or a clip ``[3, T, H, W]`` / ``[T, H, W]``,
+# which they show as a strip of its frames, time from left to right.
+
+
 def heatmap_png(heat: torch.Tensor) -> bytes:
-    """A map ``[H, W]`` in [0, 1] in the jet colour map (blue 0, red 1)."""
-    return _png(_enlarge(_coloured(heat)))
+    """A map ``[H, W]`` (or ``[T, H, W]``) in [0, 1] in the jet colour map (blue 0, red 1)."""
+    frames = heat if heat.dim() == 3 else heat[None]
+    return _png(_strip([_coloured(f) for f in frames]))
 
 
 def overlay_png(rgb: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> bytes:
-    """The map ``[H, W]`` in [0, 1], coloured, blended half and half over the image ``[3, H, W]`` in [0, 1]."""
-    image = rgb.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255
-    blend = (1 - alpha) * image + alpha * _coloured(heat).astype(np.float32)
-    return _png(_enlarge(blend.round().astype(np.uint8)))
+    """The map ``[H, W]`` in [0, 1], coloured, blended half and half over the image ``[3, H, W]`` in [0, 1] (or a
+    clip ``[3, T, H, W]`` with its maps ``[T, H, W]``, frame by frame)."""
+    rgb = rgb.clamp(0, 1).cpu()
+    pairs = zip(rgb.unbind(1), heat.unbind(0), strict=True) if rgb.dim() == 4 else [(rgb, heat)]
+    frames = []
+    for image, h in pairs:
+        blend = (1 - alpha) * image.permute(1, 2, 0).numpy() * 255 + alpha * _coloured(h).astype(np.float32)
+        frames.append(blend.round().astype(np.uint8))
+    return _png(_strip(frames))
 
 
 def rgb_png(rgb: torch.Tensor) -> bytes:
-    """An image ``[3, H, W]`` scaled min..max to [0, 1] (for deconvnet projections)."""
+    """An image ``[3, H, W]`` (or clip ``[3, T, H, W]``) scaled min..max to [0, 1] (for deconvnet projections)."""
     lo, hi = rgb.min(), rgb.max()
-    scaled = (rgb - lo) / (hi - lo) if hi > lo else torch.zeros_like(rgb)
-    return _png(_enlarge(_to_uint8(scaled.cpu())))
+    scaled = ((rgb - lo) / (hi - lo) if hi > lo else torch.zeros_like(rgb)).cpu()
+    return _png(_strip([_to_uint8(f) for f in (scaled.unbind(1) if scaled.dim() == 4 else [scaled])]))
 
 
 def image_png(rgb: torch.Tensor) -> bytes:
-    """An image ``[3, H, W]`` in [0, 1] as it is (colours kept), enlarged for display like the other pictures."""
-    return _png(_enlarge(_to_uint8(rgb.detach().cpu())))
+    """An image ``[3, H, W]`` (or clip ``[3, T, H, W]``) in [0, 1] as it is (colours kept), enlarged for display
+    like the other pictures."""
+    rgb = rgb.detach().cpu()
+    return _png(_strip([_to_uint8(f) for f in (rgb.unbind(1) if rgb.dim() == 4 else [rgb])]))
 
 
 def preview_png(images: torch.Tensor, side: int = 64) -> bytes:

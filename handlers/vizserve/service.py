@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnviz import InputTooLarge, LayerTable, ModelSpec, VizError, forward
+from cnnviz import InputTooLarge, InvalidInput, LayerTable, ModelSpec, VizError, forward
 
 from . import render
-from .decode import NPY_MAGIC, read_image, read_npy, transform_fit
+from .decode import NPY_MAGIC, read_image, read_npy
 from .modes import MODES, BatchedMode, ForwardMode, OptimizeMode, StaticMode
 from .modes.optimizing import streamer
 from .preprocess import decode_fit, image_transform
@@ -82,8 +82,9 @@ class VizService:
         if spec.min_side is None:
             spec = replace(spec, min_side=smallest_input_side(model, spec.input_shape, device))
         self.served = Served(model, spec, table, transform or image_transform(spec.preprocess), device, name, limits)
-        # decode no more than the transform keeps (reduced-size JPEG decoding, extreme shapes cropped first)
-        self._fit = decode_fit(spec.preprocess) if transform is None else transform_fit(transform)
+        # decode no more than the transform keeps (reduced-size JPEG decoding, extreme shapes cropped first);
+        # None: a transform of the caller's own that takes any decoded input (tests)
+        self._fit = decode_fit(spec.preprocess) if transform is None else None
 
     # the attributes tests and tools read
     @property
@@ -168,9 +169,15 @@ class VizService:
 
     def _input(self, data: bytes) -> torch.Tensor:
         limits, spec = self.limits, self.spec
+        if spec.modality == "video" and self._fit is not None:
+            raise InvalidInput(
+                f"{spec.arch} takes clips [3, T, H, W] ({list(spec.input_shape)} by default); this server does not "
+                f"decode video files or clip arrays yet, so it answers only the modes without an input "
+                f"(filters, layers, describe)"
+            )
         if data.startswith(NPY_MAGIC):
             return read_npy(data, min_side=spec.min_side or 1, max_side=limits.max_input_side)
-        return self.served.transform(read_image(data, max_pixels=limits.max_image_pixels, **self._fit))
+        return self.served.transform(read_image(data, max_pixels=limits.max_image_pixels, **(self._fit or {})))
 
     @staticmethod
     def _captures(req: VizRequest) -> list[str]:

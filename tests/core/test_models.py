@@ -39,12 +39,14 @@ def test_unknown_arch_lists_the_valid_ones():
 def test_every_torchvision_cnn_is_served_and_transformers_are_refused_with_the_reason():
     import torchvision
 
-    listed = set(torchvision.models.list_models(module=torchvision.models))
+    tvm = torchvision.models
+    listed = set(tvm.list_models(module=tvm)) | set(tvm.list_models(module=tvm.video))
     assert set(cnnviz.ARCHITECTURES) | set(cnnviz.TRANSFORMERS) == listed
+    assert cnnviz.VIDEO_ARCHITECTURES == ("mc3_18", "r2plus1d_18", "r3d_18", "s3d")
     assert {"densenet121", "inception_v3", "efficientnet_v2_s", "convnext_tiny", "regnet_y_400mf"} <= set(
         cnnviz.ARCHITECTURES
     )
-    assert {"vit_b_16", "swin_t", "maxvit_t"} <= set(cnnviz.TRANSFORMERS)
+    assert {"vit_b_16", "swin_t", "maxvit_t", "mvit_v2_s", "swin3d_t"} <= set(cnnviz.TRANSFORMERS)
     with pytest.raises(InvalidOption, match=r"vit_b_16 is a vision transformer: .*token sequences"):
         build_model("vit_b_16")
 
@@ -60,6 +62,18 @@ def test_inception_spec_comes_from_its_weights_metadata():
     assert b1.preprocess.interpolation == "bilinear" and b1.preprocess.resize == 255 and b1.weights == "IMAGENET1K_V2"
     with pytest.raises(InvalidOption, match="alexnet has no weights 'IMAGENET1K_V9'; it has: IMAGENET1K_V1"):
         cnnviz.torchvision_spec("alexnet", "IMAGENET1K_V9")
+
+
+def test_video_spec_comes_from_its_weights_metadata():
+    spec = cnnviz.torchvision_spec("r3d_18")
+    assert spec.modality == "video" and spec.input_shape == (3, 16, 112, 112) and len(spec.labels) == 400
+    pre = spec.preprocess
+    assert pre.resize == (128, 171) and pre.crop == (112, 112) and (pre.frames, pre.fps) == (16, 15.0)
+    assert pre.mean == (0.43216, 0.394666, 0.37645) and spec.weights == "KINETICS400_V1"
+    assert cnnviz.torchvision_spec("s3d").preprocess.frames == 128  # torchvision evaluated S3D on 128-frame clips
+    table = cnnviz.LayerTable(build_model("r3d_18"), spec.input_shape)
+    assert spec.with_defaults(table).cam_layer == "layer4" and table["layer4"].output_shape == (512, 2, 7, 7)
+    assert cnnviz.ModelSpec.from_dict(spec.to_dict()) == spec
 
 
 def test_auxiliary_classifier_keys_of_pretrained_weights_are_skipped():

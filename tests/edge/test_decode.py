@@ -36,9 +36,9 @@ from vizserve.decode import (
     jpeg_structure,
     json_depth,
     parse_json,
-    transform_fit,
 )
 
+ALEXNET_FIT = {"resize": 256, "crop": (224, 224), "resample": Image.Resampling.BILINEAR}
 CAP = 10_000_000
 
 
@@ -312,23 +312,21 @@ def test_a_1x4000_png_takes_a_gigabyte_without_fitting():
     assert grew > 150 * 2**20 and fitted < 10 * 2**20, (grew, fitted)
 
 
-def test_transform_fit_reads_torchvisions_presets_and_our_compose():
-    from torchvision.models import AlexNet_Weights, Inception_V3_Weights
-
-    from vizserve.loading import preprocessing
+def test_decode_fit_of_a_spec_is_what_its_transform_keeps():
+    from cnnviz import torchvision_spec
+    from tests.services import shapes_spec
+    from vizserve.preprocess import decode_fit
 
     bilinear = Image.Resampling.BILINEAR
-    assert transform_fit(AlexNet_Weights.IMAGENET1K_V1.transforms()) == {
+    assert decode_fit(torchvision_spec("alexnet").preprocess) == {
         "resize": 256,
         "crop": (224, 224),
         "resample": bilinear,
     }
-    assert transform_fit(Inception_V3_Weights.IMAGENET1K_V1.transforms())["resize"] == 342
-    spec = {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
-    assert transform_fit(preprocessing(spec)[0]) == {"resize": 64, "crop": (64, 64), "resample": bilinear}
-    assert transform_fit(transforms.Compose([transforms.CenterCrop(10)])) == {}
-    assert transform_fit(transforms.Resize((10, 20))) == {}
-    assert transform_fit(pipeline((10, 20), 5)) == {}
+    assert decode_fit(torchvision_spec("inception_v3").preprocess)["resize"] == 342
+    assert decode_fit(torchvision_spec("efficientnet_b0").preprocess)["resample"] == Image.Resampling.BICUBIC
+    assert decode_fit(shapes_spec().preprocess) == {"resize": 64, "crop": (64, 64), "resample": bilinear}
+    assert decode_fit(torchvision_spec("r3d_18").preprocess) == {}  # a fixed (H, W) resize: no short side
 
 
 @pytest.mark.parametrize(
@@ -341,7 +339,7 @@ def test_read_image_with_the_transform_gives_the_same_input(data):
 
     tf = AlexNet_Weights.IMAGENET1K_V1.transforms()
     want = tf(read_image(data, max_pixels=CAP))
-    got = tf(read_image(data, max_pixels=CAP, **transform_fit(tf)))
+    got = tf(read_image(data, max_pixels=CAP, **ALEXNET_FIT))
     assert got.shape == want.shape == (3, 224, 224)
     assert (got - want).abs().max() <= 1 / 255 / 0.224 + 1e-6  # one level, in normalized units
 
@@ -352,7 +350,7 @@ def test_a_large_jpeg_is_decoded_at_reduced_size_within_tolerance():
     tf = AlexNet_Weights.IMAGENET1K_V1.transforms()
     data = encode(textured_photo(2016, 1512), "JPEG", quality=92)
     full = read_image(data, max_pixels=CAP)
-    small = read_image(data, max_pixels=CAP, **transform_fit(tf))
+    small = read_image(data, max_pixels=CAP, **ALEXNET_FIT)
     assert full.size == (2016, 1512) and small.size == (1008, 756)  # DCT scaling by 1/2: 512 px on the short side
     diff = (tf(small) - tf(full)).abs()
     # measured 0.0086 mean, 0.105 max (0.0115 and 0.07 at 4032 x 3024, scaled by 1/4); decoding down to 1x the

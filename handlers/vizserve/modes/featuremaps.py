@@ -9,6 +9,8 @@ from ..options import Option
 from .base import ForwardMode
 
 MAX_LAYERS = 16
+#: A clip's feature maps are a grid of channels (rows) by frames (columns): at most this many rows.
+MAX_CLIP_ROWS = 16
 
 LAYERS = Option("layers", "names", None, "the layers to show", default_text="the first and the last convolution",
                 allowed_text=f"up to {MAX_LAYERS} module names exactly as model.named_modules() spells them "
@@ -49,13 +51,19 @@ class Featuremaps(ForwardMode):
 
     @staticmethod
     def _entry(served, values, name, fmap):
-        tiles, idx = featuremap_tiles(fmap, values["channels"], values["normalize"])
+        channels = values["channels"]
+        if fmap.dim() == 4:  # [C, T, h, w]: one row per channel, one column per frame
+            channels = min(channels or MAX_CLIP_ROWS, MAX_CLIP_ROWS)
+        tiles, idx = featuremap_tiles(fmap, channels, values["normalize"])
         title = f"{served.spec.arch} {name} feature maps {list(fmap.shape)}, channels {idx[0]}-{idx[-1]}"
-        entry = {
-            "layer": name,
-            "shape": list(fmap.shape),
-            "image": render.grid_png(tiles, [str(i) for i in idx], title),
-        }
+        if tiles.dim() == 5:
+            k, _, t = tiles.shape[:3]
+            labels = [str(i) if j == 0 else f"t{j}" for i in idx for j in range(t)]
+            flat = tiles.transpose(1, 2).reshape(k * t, 1, *tiles.shape[-2:])
+            image = render.grid_png(flat, labels, f"{title}; frames to the right", nrow=t)
+        else:
+            image = render.grid_png(tiles, [str(i) for i in idx], title)
+        entry = {"layer": name, "shape": list(fmap.shape), "image": image}
         if values["raw"]:
             entry["raw"] = render.npy_bytes(fmap)
         return entry

@@ -20,9 +20,9 @@ class Filters(StaticMode):
     def finish(self, values, served, fields):
         values["layers"] = layer_list(values, served, served.spec.filter_layers, "filters")
         for name in values["layers"]:
-            if served.modules[name].weight.dim() != 4:
+            if served.modules[name].weight.dim() not in (4, 5):
                 raise InvalidOption(f"layer {name!r} has {served.modules[name].weight.dim() - 2}-D kernels; filters "
-                                    f"are drawn for 2-D convolutions only")  # fmt: skip
+                                    f"are drawn for 2-D and 3-D convolutions")  # fmt: skip
         return values
 
     def present(self, served, values):
@@ -33,9 +33,10 @@ class Filters(StaticMode):
         weight = served.modules[name].weight.detach().cpu()
         shape = list(weight.shape)
         arch = served.spec.arch
+        over_time = "; time to the right" if weight.dim() == 5 else ""
         if weight.shape[1] == 3:
             tiles, idx = rgb_filter_tiles(weight, values["channels"])
-            title = f"{arch} {name} filters {shape} as RGB, {idx[0]}-{idx[-1]}"
+            title = f"{arch} {name} filters {shape} as RGB, {idx[0]}-{idx[-1]}{over_time}"
             png = render.grid_png(tiles, [str(i) for i in idx], title)
         else:
             n = min(values["channels"] or MAX_MATRIX, MAX_MATRIX)
@@ -45,6 +46,8 @@ class Filters(StaticMode):
                 if (len(rows), len(cols)) != tuple(shape[:2])
                 else ""
             )
-            title = f"{arch} {name} filters {shape}: rows out, columns in; blue<0<red" + (f"; {shown}" if shown else "")
+            title = f"{arch} {name} filters {shape}: rows out, columns in; blue<0<red{over_time}" + (
+                f"; {shown}" if shown else ""
+            )
             png = render.matrix_png(cells, rows, cols, title)
         return {"layer": name, "shape": shape, "image": png}

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from cnnviz import InvalidInput
+from cnnviz import InvalidInput, InvalidOption
 
 from .. import render
 from ..options import Option
@@ -44,6 +44,9 @@ class Optimizing(OptimizeMode):
     """Base of actmax and invert."""
 
     def finish(self, values, served, fields):
+        if served.spec.modality != "image":
+            raise InvalidOption(f"mode {self.name} optimizes images; for a {served.spec.modality} model (preferred "
+                                f"videos) it is not served yet")  # fmt: skip
         if values["init"] == "image" and "data" not in fields:
             raise InvalidInput("init=image starts from the uploaded image: send one in field 'data'")
         return values

@@ -1,0 +1,79 @@
+"""Clips [3, T, H, W] through the service, on the tiny hand-set 3-D model: the modes that take one, and their
+pictures (time from left to right)."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnviz import ModelSpec, Preprocess
+from tests.images import jpeg
+from tests.tiny import Tiny3D, tiny_clip
+from vizserve import VizService
+
+
+@pytest.fixture(scope="module")
+def svc():
+    pre = Preprocess(resize=2, crop=(2, 3), mean=(0.0,) * 3, std=(1.0,) * 3, frames=2, fps=15.0)
+    spec = ModelSpec("tiny3d", (3, 2, 2, 3), pre, ("zero", "one", "two"), modality="video", weights="hand-set")
+    # until clips are decoded from files, every input stands for the hand-computed clip
+    return VizService(Tiny3D(), spec, device=torch.device("cpu"), name="tiny3d_viz", transform=lambda _: tiny_clip()[0])
+
+
+def picture(text):
+    return Image.open(io.BytesIO(base64.b64decode(text)))
+
+
+def test_classify_featuremaps_and_gradcam_of_a_clip(svc):
+    [reply] = svc.handle([{"data": jpeg(), "mode": "featuremaps,gradcam", "layers": "features.0", "raw": "true",
+                           "target": "zero"}])  # fmt: skip
+    assert reply.status == 200, reply.body
+    out = json.loads(reply.body)
+    assert out["predictions"][0]["label"] == "zero"
+    [fm] = out["featuremaps"]
+    assert fm["shape"] == [2, 2, 1, 2]
+    raw = np.load(io.BytesIO(base64.b64decode(fm["raw"])))
+    assert raw.tolist() == [[[[11.0, 15.0]], [[23.0, 31.0]]], [[[-12.0, -16.0]], [[-24.0, -32.0]]]]
+    grid = picture(fm["image"])
+    assert grid.width > grid.height  # two channels by two frames, with the title above
+    cam = out["gradcam"]
+    assert cam["layer"] == "features" and cam["max"] == pytest.approx(7.75)
+    heat = np.load(io.BytesIO(base64.b64decode(cam["raw"])))
+    assert heat.shape == (2, 2, 3) and heat[1, 0].tolist() == pytest.approx([5.75, 6.75, 7.75])
+    strip = picture(cam["image"])  # two frames of 2 x 3, each enlarged 112x to 224 x 336, 2 px apart
+    assert strip.size == (2 * 336 + 2, 224)
+
+
+def test_filters_of_a_3d_convolution_are_strips_over_time(svc):
+    [reply] = svc.handle([{"mode": "filters"}])
+    [entry] = json.loads(reply.body)["filters"]
+    assert entry["shape"] == [2, 3, 1, 2, 2] and picture(entry["image"]).mode == "RGB"
+
+
+def test_saliency_and_describe_of_a_clip(svc):
+    [reply] = svc.handle([{"data": jpeg(), "mode": "saliency,describe", "raw": "true", "target": "0"}])
+    out = json.loads(reply.body)
+    grads = np.load(io.BytesIO(base64.b64decode(out["saliency"]["raw"])))
+    assert grads.tolist() == [[[0.25, 0.5, 0.25]] * 2] * 2
+    assert out["describe"]["modality"] == "video" and out["describe"]["input_shape"] == [3, 2, 2, 3]
+
+
+def test_a_video_model_answers_what_needs_no_input_and_says_what_it_cannot_take_yet():
+    from cnnviz import build_model, torchvision_spec
+
+    video = VizService(build_model("r3d_18"), torchvision_spec("r3d_18", weights="random"), device=torch.device("cpu"),
+                       name="r3d_18_viz")  # fmt: skip
+    bad, filters = video.handle([{"data": jpeg()}, {"mode": "filters,describe", "layers": "stem.0", "channels": "8"}])
+    assert (
+        bad.status == 400
+        and "takes clips [3, T, H, W] ([3, 16, 112, 112] by default)" in json.loads(bad.body)["message"]
+    )
+    out = json.loads(filters.body)
+    assert out["filters"][0]["shape"] == [64, 3, 3, 7, 7] and picture(out["filters"][0]["image"]).mode == "RGB"
+    assert out["describe"]["preprocess"]["resize"] == [128, 171] and out["describe"]["cam_layer"] == "layer4"
+    [actmax] = video.handle([{"mode": "actmax", "channel": "3"}])
+    assert actmax.status == 400 and "for a video model (preferred videos) it is not served yet" in actmax.body.decode()
