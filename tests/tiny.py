@@ -6,6 +6,17 @@ import torch
 from torch import nn
 
 
+def _hand_set(conv: nn.Module, fc: nn.Linear) -> None:
+    """Channel 0 of ``conv`` sums its window and subtracts 1, channel 1 is minus the sum; ``fc`` copies the two
+    pooled channels to classes 0 and 1, class 2 gets 0."""
+    with torch.no_grad():
+        ones = torch.ones_like(conv.weight[0])
+        conv.weight.copy_(torch.stack([ones, -ones]))
+        conv.bias.copy_(torch.tensor([-1.0, 0.0]))
+        fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        fc.bias.zero_()
+
+
 class Tiny(nn.Module):
     """conv(3->2, k=2) -> ReLU(inplace) -> global average pool -> linear(2->3).
 
@@ -18,12 +29,7 @@ class Tiny(nn.Module):
         self.features = nn.Sequential(nn.Conv2d(3, 2, kernel_size=2), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(2, 3)
-        with torch.no_grad():
-            conv = self.features[0]
-            conv.weight.copy_(torch.stack([torch.ones(3, 2, 2), -torch.ones(3, 2, 2)]))
-            conv.bias.copy_(torch.tensor([-1.0, 0.0]))
-            self.fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
-            self.fc.bias.zero_()
+        _hand_set(self.features[0], self.fc)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,12 +59,7 @@ class Tiny3D(nn.Module):
         self.features = nn.Sequential(nn.Conv3d(3, 2, kernel_size=(1, 2, 2)), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.fc = nn.Linear(2, 3)
-        with torch.no_grad():
-            conv = self.features[0]
-            conv.weight.copy_(torch.stack([torch.ones(3, 1, 2, 2), -torch.ones(3, 1, 2, 2)]))
-            conv.bias.copy_(torch.tensor([-1.0, 0.0]))
-            self.fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
-            self.fc.bias.zero_()
+        _hand_set(self.features[0], self.fc)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -167,7 +167,20 @@ def _total_variation(x: torch.Tensor) -> torch.Tensor:
 # -- the objective -------------------------------------------------------------------------------------------------
 
 
-class Objective:
+class _Hooked:
+    """An objective whose ``hooks`` (:class:`LayerHooks`) are on while the optimization runs (``with objective:``)."""
+
+    hooks: LayerHooks
+
+    def __enter__(self):
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.hooks.close()
+
+
+class Objective(_Hooked):
     """Per-row objective ``[K]`` of the targets, one forward pass per call. The hooks are registered once, on entry
     (``with objective:``), not per step; the pass stops after the deepest target layer unless a class is a target.
     Units are taken at the same relative place when the transforms change a layer's size (``native`` holds each
@@ -179,13 +192,6 @@ class Objective:
         self.needs_classes = any(not t.layer for t in targets)
         self.hooks = LayerHooks(model, layers, keep="graph", stop=not self.needs_classes)
         self.native: dict[str, tuple[int, ...]] = {}
-
-    def __enter__(self) -> Objective:
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.hooks.close()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.hooks.run(x)
@@ -331,7 +337,7 @@ def invert(
     return _optimize(model, 1, _Match(model, x, layer), settings, progress)
 
 
-class _Match:
+class _Match(_Hooked):
     """Minus the relative squared error between ``layer``'s output for a batch and for the image ``x``."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, layer: str) -> None:
@@ -341,13 +347,6 @@ class _Match:
             self.hooks.run(x[None])
         self.goal = self.hooks.outputs[layer].detach()
         self.norm = self.goal.pow(2).sum().clamp_min(1e-12)
-
-    def __enter__(self) -> _Match:
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.hooks.close()
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         self.hooks.run(batch)
