@@ -42,18 +42,19 @@ _FFT_MAGIC = 4.0  # lucent/Lucid's divisor that keeps the initial image's contra
 
 @dataclass(frozen=True)
 class Target:
-    """What one row maximizes: ``layer`` channel ``channel`` (mean over space), or unit (``y``, ``x``) of it; a class
-    is the last layer's channel (its logit)."""
+    """What one row maximizes: ``layer`` channel ``channel`` (mean over space, and time for video), or unit
+    (``y``, ``x``, and for video ``t``) of it; a class is the last layer's channel (its logit)."""
 
     layer: str
     channel: int
     y: int | None = None
     x: int | None = None
+    t: int | None = None  # a video layer's frame; None: the unit's mean over frames
 
 
 @dataclass
 class ActmaxResult:
-    images: torch.Tensor  # [K, 3, H, W] in [0, 1]
+    images: torch.Tensor  # [K, 3, H, W] in [0, 1]; videos [K, 3, T, H, W]
     start: torch.Tensor  # [K] objective on the first image, before any step
     end: torch.Tensor  # [K] objective on the final image
     steps: int
@@ -61,57 +62,67 @@ class ActmaxResult:
     stopped_early: bool
 
 
-# -- parameterizations: each returns (parameters to optimize, a function giving images [K, 3, H, W] in [0, 1]) --------
+# -- parameterizations: each returns (parameters to optimize, a function giving images in [0, 1]) ---------------------
+# Images are [K, 3, H, W]; with ``frames`` videos [K, 3, T, H, W] (``frames=None`` for images).
 
 
 def _to_rgb(t: torch.Tensor, decorrelate: bool) -> torch.Tensor:
     if decorrelate:
-        t = torch.einsum("kchw,dc->kdhw", t, _COLOR.to(t))
+        t = torch.einsum("kc...,dc->kd...", t, _COLOR.to(t))
     return torch.sigmoid(t)
 
 
 def _from_rgb(img: torch.Tensor, decorrelate: bool) -> torch.Tensor:
     t = torch.logit(img.clamp(1e-3, 1 - 1e-3))
     if decorrelate:
-        t = torch.einsum("kdhw,cd->kchw", t, torch.linalg.inv(_COLOR).to(t))
+        t = torch.einsum("kd...,cd->kc...", t, torch.linalg.inv(_COLOR).to(t))
     return t
+
+
+def _shape(size: int, frames: int | None) -> tuple[int, ...]:
+    return (size, size) if frames is None else (frames, size, size)
 
 
 def pixel_image(
     k: int, size: int, *, init: torch.Tensor | None = None, sd: float = 0.0, decorrelate: bool = True,
-    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu", frames: int | None = None,
 ) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:  # fmt: skip
     """Pixels as logits. ``init`` ``[3, H, W]`` in [0, 1] starts every row from that image; else ``sd`` * noise
     (0: uniform mid-grey, the seed notebooks' zero image)."""
     if init is not None:
-        param = _from_rgb(init.to(device)[None].expand(k, -1, -1, -1).clone(), decorrelate)
+        param = _from_rgb(init.to(device)[None].expand(k, *init.shape).clone(), decorrelate)
     else:
-        param = torch.randn(k, 3, size, size, generator=generator).to(device) * sd
+        param = torch.randn(k, 3, *_shape(size, frames), generator=generator).to(device) * sd
     param.requires_grad_(True)
     return [param], lambda: _to_rgb(param, decorrelate)
 
 
-def _freqs(size: int, device) -> torch.Tensor:
-    fy = torch.fft.fftfreq(size, device=device)[:, None]
-    fx = torch.fft.rfftfreq(size, device=device)[None, :]
-    return torch.sqrt(fx * fx + fy * fy)
+def _freqs(shape: tuple[int, ...], device) -> torch.Tensor:
+    """``|f|`` on the grid of ``rfftn`` over ``shape`` (cycles per sample on every axis, the last one halved)."""
+    axes = [torch.fft.fftfreq(n, device=device) for n in shape[:-1]] + [torch.fft.rfftfreq(shape[-1], device=device)]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    return torch.sqrt(sum(g * g for g in grids))
 
 
 def fft_image(
     k: int, size: int, *, init: torch.Tensor | None = None, sd: float = 0.01, decay_power: float = 1.0,
-    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu", frames: int | None = None,
 ) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:  # fmt: skip
-    """A decorrelated Fourier spectrum, scaled by ``1 / max(f, 1/size) ** decay_power`` (Lucid's ``fft_image``)."""
-    scale = 1.0 / torch.clamp(_freqs(size, device), min=1.0 / size) ** decay_power
+    """A decorrelated Fourier spectrum, scaled by ``1 / max(f, 1/size) ** decay_power`` (Lucid's ``fft_image``).
+    Departure for video: the spectrum is 3-D (``rfftn`` over time and space), so slow changes in time are favoured
+    as smooth patterns are in space."""
+    shape = _shape(size, frames)
+    dims = tuple(range(-len(shape), 0))
+    scale = 1.0 / torch.clamp(_freqs(shape, device), min=1.0 / size) ** decay_power
     if init is not None:
-        t = _from_rgb(init.to(device)[None].expand(k, -1, -1, -1), True) * _FFT_MAGIC
-        spec = torch.view_as_real(torch.fft.rfft2(t, norm="ortho") / scale).clone()
+        t = _from_rgb(init.to(device)[None].expand(k, *init.shape), True) * _FFT_MAGIC
+        spec = torch.view_as_real(torch.fft.rfftn(t, dim=dims, norm="ortho") / scale).clone()
     else:
-        spec = torch.randn(k, 3, size, size // 2 + 1, 2, generator=generator).to(device) * sd
+        spec = torch.randn(k, 3, *shape[:-1], shape[-1] // 2 + 1, 2, generator=generator).to(device) * sd
     spec.requires_grad_(True)
 
     def image() -> torch.Tensor:
-        t = torch.fft.irfft2(torch.view_as_complex(spec) * scale, s=(size, size), norm="ortho") / _FFT_MAGIC
+        t = torch.fft.irfftn(torch.view_as_complex(spec) * scale, s=shape, dim=dims, norm="ortho") / _FFT_MAGIC
         return _to_rgb(t, True)
 
     return [spec], image
@@ -120,9 +131,13 @@ def fft_image(
 # -- transforms ----------------------------------------------------------------------------------------------------
 
 
-def robustness_transforms(size: int, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+def robustness_transforms(
+    size: int, generator: torch.Generator, time_jitter: int = 0
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """lucent's default robustness, in pixels scaled from 224: pad 12 (grey), jitter 8, scale 0.9..1.1,
-    rotate -10..10 degrees, jitter 4. One random draw per call, shared by the batch."""
+    rotate -10..10 degrees, jitter 4. One random draw per call, shared by the batch. A video ``[K, 3, T, H, W]``
+    gets the same spatial draw on every frame (the motion stays), and with ``time_jitter`` a circular shift in time
+    by up to that many frames either way (cnnpref's ``jitter_z``)."""
     s = size / 224
 
     def ints(n: int) -> int:
@@ -135,6 +150,15 @@ def robustness_transforms(size: int, generator: torch.Generator) -> Callable[[to
         return x[..., dy : x.shape[-2] - d + dy, dx : x.shape[-1] - d + dx]
 
     def apply(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 5:  # frames into the batch: one spatial draw for all of them
+            k, c, t = x.shape[:3]
+            if time_jitter:
+                x = torch.roll(x, ints(2 * time_jitter + 1) - time_jitter, dims=2)
+            out = spatial(x.transpose(1, 2).reshape(k * t, c, *x.shape[-2:]))
+            return out.reshape(k, t, c, *out.shape[-2:]).transpose(1, 2)
+        return spatial(x)
+
+    def spatial(x: torch.Tensor) -> torch.Tensor:
         pad = round(12 * s)
         x = F.pad(x, (pad, pad, pad, pad), value=0.5)
         x = jitter(x, round(8 * s))
@@ -150,6 +174,14 @@ def robustness_transforms(size: int, generator: torch.Generator) -> Callable[[to
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
+    """Each frame ``[..., H, W]`` blurred in space."""
+    if x.dim() == 5:
+        k, c, t = x.shape[:3]
+        return (
+            _gaussian_blur(x.transpose(1, 2).reshape(k * t, c, *x.shape[-2:]))
+            .reshape(k, t, c, *x.shape[-2:])
+            .transpose(1, 2)
+        )
     r = max(1, math.ceil(2 * sigma))
     k = torch.exp(-((torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2) / 2)
     k = k / k.sum()
@@ -159,9 +191,19 @@ def _gaussian_blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
 
 
 def _total_variation(x: torch.Tensor) -> torch.Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3)) + (x[..., :, 1:] - x[..., :, :-1]).abs().mean(
-        (1, 2, 3)
-    )
+    """Per row ``[K]``: the mean absolute difference of neighbouring pixels, down and across (every frame)."""
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1) + (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(
+        1
+    ).mean(1)
+
+
+def _temporal_variation(x: torch.Tensor) -> torch.Tensor:
+    """Per row ``[K]``: the mean absolute change from one frame to the next of a video ``[K, 3, T, H, W]`` (the
+    temporal regularizer of Feichtenhofer et al., "Deep Insights into Convolutional Networks for Video Recognition",
+    IJCV 2019, who vary its weight to separate slow from fast features); 0 for images."""
+    if x.dim() < 5 or x.shape[2] < 2:
+        return x.new_zeros(len(x))
+    return (x[:, :, 1:] - x[:, :, :-1]).abs().flatten(1).mean(1)
 
 
 # -- the objective -------------------------------------------------------------------------------------------------
@@ -208,8 +250,11 @@ class Objective(_Hooked):
             base_h, base_w = self.native.setdefault(t.layer, (h, w))
             if t.y is None:
                 values.append(out.mean())
-            else:
-                values.append(out[min(h - 1, t.y * h // base_h), min(w - 1, t.x * w // base_w)])
+                continue
+            unit = out[..., min(h - 1, t.y * h // base_h), min(w - 1, t.x * w // base_w)]
+            if unit.dim() == 1:  # a video layer [T', h, w]: the unit at frame t, or over all frames
+                unit = unit.mean() if t.t is None else unit[min(len(unit) - 1, t.t)]
+            values.append(unit)
         return torch.stack(values)
 
 
@@ -223,7 +268,9 @@ class Settings:
     in [0, 1] to start from (DeepDream-like), init_weight [0] pulls the result towards it; without it init_noise
     [None: 0 for pixels, mid-grey as the seed notebooks' zero image; Lucid's 0.01 for fft]. seed [0]: noise and
     transforms repeat. mean, std [ImageNet]: normalization inside the graph. budget_s [None]: stop after this many
-    seconds and return what there is.
+    seconds and return what there is. Video: frames [None: an image] makes the result ``[K, 3, frames, size,
+    size]``; time_jitter [0]: circular shifts in time by up to this many frames each step; tv_time [0]: penalty on
+    the change from frame to frame (Feichtenhofer et al.'s temporal regularizer).
     """
 
     size: int = 224
@@ -244,6 +291,9 @@ class Settings:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     budget_s: float | None = None
     precision: str = "float32"
+    frames: int | None = None
+    time_jitter: int = 0
+    tv_time: float = 0.0
 
 
 Progress = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
@@ -256,24 +306,26 @@ def _optimize(
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(cfg.seed)
     init = cfg.init
-    if init is not None and tuple(init.shape[-2:]) != (cfg.size, cfg.size):
+    if init is not None and init.dim() == 3 and tuple(init.shape[-2:]) != (cfg.size, cfg.size):
         init = F.interpolate(init[None], size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)[0]
     noise = cfg.init_noise if cfg.init_noise is not None else (0.01 if cfg.param == "fft" else 0.0)
     make = {"fft": fft_image, "pixel": pixel_image}[cfg.param]
-    params, image = make(k, cfg.size, init=init, sd=noise, generator=gen, device=device)
+    params, image = make(k, cfg.size, init=init, sd=noise, generator=gen, device=device, frames=cfg.frames)
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr)
     else:
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
-    jitter = robustness_transforms(cfg.size, gen) if cfg.transforms else (lambda x: x)
-    m = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1)
+    jitter = robustness_transforms(cfg.size, gen, cfg.time_jitter) if cfg.transforms else (lambda x: x)
+    spread = (1, 3) + (1,) * (2 if cfg.frames is None else 3)
+    m = torch.tensor(cfg.mean, device=device).view(spread)
+    s = torch.tensor(cfg.std, device=device).view(spread)
     anchor = init.to(device)[None] if init is not None else None
+    layout = torch.channels_last if cfg.frames is None else torch.channels_last_3d  # faster convolutions on CPU
 
     half = cfg.precision == "bfloat16"
 
     def score(img: torch.Tensor) -> torch.Tensor:
-        x = ((img - m) / s).contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU
+        x = ((img - m) / s).contiguous(memory_format=layout)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=half):
             return objective(x).float()
 
@@ -292,10 +344,11 @@ def _optimize(
                     break
                 img = image()
                 value = score(jitter(img))
-                penalty = cfg.l2 * ((img - 0.5) ** 2).mean((1, 2, 3)) + cfg.l1 * (img - 0.5).abs().mean((1, 2, 3))
-                penalty = penalty + cfg.tv * _total_variation(img)
+                centred = (img - 0.5).flatten(1)
+                penalty = cfg.l2 * (centred**2).mean(1) + cfg.l1 * centred.abs().mean(1)
+                penalty = penalty + cfg.tv * _total_variation(img) + cfg.tv_time * _temporal_variation(img)
                 if anchor is not None and cfg.init_weight:
-                    penalty = penalty + cfg.init_weight * ((img - anchor) ** 2).mean((1, 2, 3))
+                    penalty = penalty + cfg.init_weight * ((img - anchor) ** 2).flatten(1).mean(1)
                 opt.zero_grad(set_to_none=True)
                 (penalty - value).sum().backward()  # rows are independent: each row gets its own gradient
                 opt.step()

@@ -173,7 +173,7 @@ class VizService:
             raise InvalidInput(
                 f"{spec.arch} takes clips [3, T, H, W] ({list(spec.input_shape)} by default); this server does not "
                 f"decode video files or clip arrays yet, so it answers only the modes without an input "
-                f"(filters, layers, describe)"
+                f"(filters, layers, actmax, describe)"
             )
         if data.startswith(NPY_MAGIC):
             return read_npy(data, min_side=spec.min_side or 1, max_side=limits.max_input_side)

@@ -54,3 +54,44 @@ def test_featuremap_tiles_of_a_clip_scale_each_channel_over_all_frames():
     tiles, idx = featuremap_tiles(fmap)
     assert idx == [0, 1] and tiles.shape == (2, 1, 2, 1, 2)
     assert tiles[0, 0].flatten().tolist() == pytest.approx([0.0, 0.2, 0.6, 1.0])
+
+
+def test_preferred_video_of_a_class_raises_its_score_and_has_the_clip_shape():
+    from cnnviz import Settings, Target, actmax
+
+    result = actmax(Tiny3D(), [Target("", 0)], Settings(size=8, frames=4, steps=24, lr=0.1, transforms=True,
+                                                        time_jitter=1))  # fmt: skip
+    assert result.images.shape == (1, 3, 4, 8, 8) and 0 <= result.images.min() and result.images.max() <= 1
+    assert result.start[0] < -0.2 and result.end[0] > -0.05  # log-probability: p from about 0.7 to above 0.95
+
+
+def test_the_temporal_regularizer_makes_frames_change_less():
+    from cnnviz import Settings, Target, actmax
+    from cnnviz.actmax import _temporal_variation
+
+    def change(tv_time):
+        cfg = Settings(size=8, frames=4, steps=40, lr=0.1, param="pixel", init_noise=0.5, tv_time=tv_time)
+        return float(_temporal_variation(actmax(Tiny3D(), [Target("features.0", 0)], cfg).images)[0])
+
+    free, smooth = change(0.0), change(100.0)
+    assert smooth < 0.5 * free, (free, smooth)
+
+
+def test_video_transforms_move_every_frame_alike_and_shift_time_circularly():
+    from cnnviz.actmax import robustness_transforms
+
+    x = torch.arange(6.0).view(1, 1, 6, 1, 1).expand(1, 3, 6, 32, 32).clone() / 10  # frame t is t / 10 everywhere
+    out = robustness_transforms(32, torch.Generator().manual_seed(3), time_jitter=2)(x)
+    means = out[0, 0].mean(dim=(1, 2))  # the same spatial draw on every frame: the grey padding weighs alike
+    order = [round(float(v), 4) for v in (means - means.min()) / (means.max() - means.min()) * 5]
+    shifts = [(i - order.index(0.0)) % 6 for i in range(6)]
+    assert sorted(order) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and order == [float(s) for s in shifts]
+    assert order.index(0.0) in (0, 1, 2, 4, 5)  # a shift of at most 2 frames either way
+
+
+def test_fft_video_parameterization():
+    from cnnviz.actmax import fft_image
+
+    params, image = fft_image(2, 16, frames=8, generator=torch.Generator().manual_seed(0))
+    assert params[0].shape == (2, 3, 8, 16, 9, 2) and image().shape == (2, 3, 8, 16, 16)
+    assert 0 < image().min() and image().max() < 1

@@ -75,5 +75,19 @@ def test_a_video_model_answers_what_needs_no_input_and_says_what_it_cannot_take_
     out = json.loads(filters.body)
     assert out["filters"][0]["shape"] == [64, 3, 3, 7, 7] and picture(out["filters"][0]["image"]).mode == "RGB"
     assert out["describe"]["preprocess"]["resize"] == [128, 171] and out["describe"]["cam_layer"] == "layer4"
-    [actmax] = video.handle([{"mode": "actmax", "channel": "3"}])
-    assert actmax.status == 400 and "for a video model (preferred videos) it is not served yet" in actmax.body.decode()
+    [invert] = video.handle([{"mode": "invert", "data": jpeg()}])
+    assert invert.status == 400 and "video models cannot take yet" in invert.body.decode()
+
+
+def test_a_preferred_video_through_the_service_streams_its_middle_frame(svc):
+    chunks = []
+    [reply] = svc.handle([{"mode": "actmax", "channel": "zero", "steps": "8", "size": "16", "stream": "true",
+                           "tv_time": "1", "raw": "true"}], emit=lambda i, c: chunks.append(json.loads(c)))  # fmt: skip
+    assert reply.status == 200, reply.body
+    [entry] = json.loads(reply.body)["actmax"]
+    video = np.load(io.BytesIO(base64.b64decode(entry["raw"])))
+    assert video.shape == (3, 2, 16, 16) and entry["end"] > entry["start"] and entry["label"] == "zero"
+    assert picture(entry["image"]).size == (2 * 224 + 2, 224)  # two frames side by side
+    assert chunks[-1]["step"] == 8 and sum("preview" in c for c in chunks) == 8
+    [bad] = svc.handle([{"mode": "actmax", "channel": "0", "init": "image", "data": jpeg()}])
+    assert bad.status == 400 and "uploaded clip" in bad.body.decode()

@@ -121,7 +121,7 @@ def test_every_option_is_declared_once_and_means_one_thing():
         "data", "mode", "topk", "layers", "channels", "raw", "format", "normalize",
         "method", "target", "layer", "channel", "samples", "noise", "ig_steps", "baseline",
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
-        "transforms", "stream", "precision", "steps",
+        "transforms", "stream", "precision", "steps", "time_jitter", "tv_time",
     }  # fmt: skip
     for name, users in options.items():
         kinds = {(o.kind, o.lo, o.hi, o.choices, o.help) for _, o in users}

@@ -59,11 +59,12 @@ class Actmax(Optimizing):
         channels = channel_list(values["channel"], shape[0], served.labels if classes else None)
         y = x = None
         if values["y"] is not None or values["x"] is not None:
-            if len(shape) != 3:
+            if len(shape) < 3:
                 raise InvalidOption(f"options 'y' and 'x' pick a unit of a [C, H, W] layer; {layer or 'the output'} "
                                     f"outputs {list(shape)}")  # fmt: skip
-            y = as_int("y", values["y"] if values["y"] is not None else shape[1] // 2, 0, shape[1] - 1)
-            x = as_int("x", values["x"] if values["x"] is not None else shape[2] // 2, 0, shape[2] - 1)
+            h, w = shape[-2:]  # a video layer [C, T, H, W]: the unit's mean over frames
+            y = as_int("y", values["y"] if values["y"] is not None else h // 2, 0, h - 1)
+            x = as_int("x", values["x"] if values["x"] is not None else w // 2, 0, w - 1)
         values["targets"] = tuple(Target(layer, c, y, x) for c in channels)
         return values
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnviz import Settings, invert
+from cnnviz import InvalidOption, Settings, invert
 
 from .optimizing import COMMON, TRANSFORMS, TV, Optimizing
 from .shared import LAYER, layer_of
@@ -18,6 +18,8 @@ class Invert(Optimizing):
     needs_input = True
 
     def finish(self, values, served, fields):
+        if served.spec.modality == "video":
+            raise InvalidOption("mode invert needs an uploaded clip, which video models cannot take yet")
         values = super().finish(values, served, fields)
         values["layer"] = layer_of(values, served, served.spec.featuremap_layers[-1])
         return values

@@ -33,9 +33,15 @@ TRANSFORMS = Option("transforms", "bool", True, "pad, jitter, scale and rotate e
 PRECISION = Option("precision", "choice", "auto", "auto: bfloat16 where the device computes it natively, else "
                    "float32", choices=("auto", "float32", "bfloat16"))  # fmt: skip
 STREAM = Option("stream", "bool", False, "progress as newline-delimited JSON while it runs, then the answer")
+TIME_JITTER = Option("time_jitter", "int", lambda s: 1 if s.spec.modality == "video" else 0, "video models: shift "
+                     "the clip in time by up to this many frames each step (circularly)", 0, 8,
+                     default_text="1 for video models, 0 for images")  # fmt: skip
+TV_TIME = Option("tv_time", "float", 0.0, "video models: penalty on the change from frame to frame (temporal "
+                 "smoothness, Feichtenhofer et al. 2019)", 0.0, 100.0)  # fmt: skip
 
 #: Options of both optimizing modes (invert changes two defaults).
-COMMON = (STEPS, SIZE, PARAM, OPTIMIZER, LR, SEED, INIT, L1, L2, TV, BLUR_EVERY, TRANSFORMS, PRECISION, STREAM)
+COMMON = (STEPS, SIZE, PARAM, OPTIMIZER, LR, SEED, INIT, L1, L2, TV, BLUR_EVERY, TRANSFORMS, PRECISION, STREAM,
+          TIME_JITTER, TV_TIME)  # fmt: skip
 
 Progress = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
 
@@ -44,9 +50,11 @@ class Optimizing(OptimizeMode):
     """Base of actmax and invert."""
 
     def finish(self, values, served, fields):
-        if served.spec.modality != "image":
-            raise InvalidOption(f"mode {self.name} optimizes images; for a {served.spec.modality} model (preferred "
-                                f"videos) it is not served yet")  # fmt: skip
+        video = served.spec.modality == "video"
+        if not video and ("tv_time" in fields or "time_jitter" in fields):
+            raise InvalidOption("options 'tv_time' and 'time_jitter' are for video models; this one takes images")
+        if video and values["init"] == "image":
+            raise InvalidOption("init=image starts from an uploaded clip, which video models cannot take yet")
         if values["init"] == "image" and "data" not in fields:
             raise InvalidInput("init=image starts from the uploaded image: send one in field 'data'")
         return values
@@ -63,6 +71,9 @@ class Optimizing(OptimizeMode):
             budget_s=max(0.0, budget_s),
             precision=values["precision"] if values["precision"] != "auto" else
             ("bfloat16" if served.bf16 else "float32"),
+            frames=served.spec.input_shape[1] if served.spec.modality == "video" else None,
+            time_jitter=values["time_jitter"],
+            tv_time=values["tv_time"],
         )  # fmt: skip
         if values["init"] == "image":
             base["init"] = served.seen(x)
@@ -98,7 +109,10 @@ def streamer(mode: str, total: int, emit: Callable[[bytes], None]) -> Progress:
         chunk: dict[str, Any] = {"mode": mode, "step": step, "steps": total, "objective": values.tolist()}
         if step % preview_every == 0:
             with torch.no_grad():
-                chunk["preview"] = render.b64(render.preview_png(images()[:16].detach()))
+                shown = images()[:16].detach()
+                if shown.dim() == 5:  # a video: its middle frame
+                    shown = shown[:, :, shown.shape[2] // 2]
+                chunk["preview"] = render.b64(render.preview_png(shown))
         emit((json.dumps(chunk) + "\n").encode())
 
     return progress
