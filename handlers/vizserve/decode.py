@@ -300,29 +300,38 @@ def fit_for_transform(
 # -- arrays --------------------------------------------------------------------------------------------------------
 
 _NPY_EXPECTED = "expected a float32 array [3, H, W] as np.save writes it (descr '<f4')"
+_NPY_EXPECTED_CLIP = "expected a float32 array [3, T, H, W] as np.save writes it (descr '<f4')"
 
 
-def read_npy(data: bytes, *, min_side: int, max_side: int) -> torch.Tensor:
-    """A normalized input array from ``.npy`` bytes, used exactly as given: float32 ``[3, H, W]``.
+def read_npy(
+    data: bytes, *, min_side: int, max_side: int, rank: int = 3, max_frames: int | None = None
+) -> torch.Tensor:
+    """A normalized input array from ``.npy`` bytes, used exactly as given: float32 ``[3, H, W]``, or with
+    ``rank=4`` a video clip ``[3, T, H, W]`` of 1 to ``max_frames`` frames (None: no cap).
 
     The header is parsed first, and only when it is at most :data:`MAX_NPY_HEADER` bytes (NumPy's parser, with its
     own cap), so a huge header or one that claims a huge shape is refused before anything is allocated. Every bad
-    descr, dtype (structured, subarray, object, not float32) or shape (not integers, negative, not ``[3, H, W]``)
-    is a 400 that names it. No pickles are read. Values must be finite.
+    descr, dtype (structured, subarray, object, not float32) or shape (not integers, negative, not ``[3, H, W]`` or
+    ``[3, T, H, W]``) is a 400 that names it; H or W past ``max_side``, or T past ``max_frames``, is a 413. No
+    pickles are read. Values must be finite.
     """
+    if rank not in (3, 4):
+        raise ValueError(f"rank is 3 ([3, H, W]) or 4 ([3, T, H, W]), got {rank}")
+    expected = _NPY_EXPECTED if rank == 3 else _NPY_EXPECTED_CLIP
+    layout = "[3, H, W]" if rank == 3 else "[3, T, H, W]"
     buf = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(buf)
     except ValueError as exc:
-        raise InvalidInput(f"field 'data' starts like .npy but is not one: {_clip(str(exc))}; {_NPY_EXPECTED}") from exc
+        raise InvalidInput(f"field 'data' starts like .npy but is not one: {_clip(str(exc))}; {expected}") from exc
     if version not in ((1, 0), (2, 0), (3, 0)):
-        raise InvalidInput(f".npy format version {version[0]}.{version[1]}; expected 1.0, 2.0 or 3.0 ({_NPY_EXPECTED})")
+        raise InvalidInput(f".npy format version {version[0]}.{version[1]}; expected 1.0, 2.0 or 3.0 ({expected})")
     length_bytes = buf.read(2 if version == (1, 0) else 4)
     header_len = int.from_bytes(length_bytes, "little")
     if header_len > MAX_NPY_HEADER:
         raise InvalidInput(
             f".npy header is {header_len:,} bytes; this server reads headers of at most {MAX_NPY_HEADER:,} "
-            f"(np.save writes 128 for a float32 [3, H, W] array)"
+            f"(np.save writes 128 for a float32 {layout} array)"
         )
     buf.seek(8)  # back to the header length: NumPy's reader takes it from there
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -331,7 +340,7 @@ def read_npy(data: bytes, *, min_side: int, max_side: int) -> torch.Tensor:
             warnings.simplefilter("ignore")  # NumPy's note about headers written by Python 2
             shape, fortran, dtype = read_header(buf, max_header_size=MAX_NPY_HEADER)
     except Exception as exc:  # NumPy raises ValueError, and more for hostile descrs: all the sender's doing
-        raise InvalidInput(f".npy header cannot be read: {_clip(str(exc))}; {_NPY_EXPECTED}") from exc
+        raise InvalidInput(f".npy header cannot be read: {_clip(str(exc))}; {expected}") from exc
     if dtype.fields is not None:
         what = f"a structured dtype with fields {echo(', '.join(dtype.names or ()))}"
     elif dtype.subdtype is not None:
@@ -345,21 +354,29 @@ def read_npy(data: bytes, *, min_side: int, max_side: int) -> torch.Tensor:
     if what:
         raise InvalidInput(f".npy array has {what}; expected float32 ('<f4'): use a.astype(np.float32)")
     dims = _clip(str(list(shape)), 80)
-    if len(shape) != 3 or shape[0] != 3:
-        raise InvalidInput(f".npy array has shape {dims}; expected [3, H, W] (normalized RGB)")
-    _, h, w = (int(s) for s in shape)
-    if min(h, w) < 0:
-        raise InvalidInput(f".npy array has shape {dims}, with a negative side; expected [3, H, W]")
+    if len(shape) != rank or shape[0] != 3:
+        kind = "normalized RGB" if rank == 3 else "normalized RGB frames, channels first"
+        raise InvalidInput(f".npy array has shape {dims}; expected {layout} ({kind})")
+    sizes = [int(s) for s in shape]
+    if min(sizes) < 0:
+        raise InvalidInput(f".npy array has shape {dims}, with a negative side; expected {layout}")
+    h, w = sizes[-2:]
     bounds = f"H and W must be within {min_side}..{max_side} for this model (max_input_side)"
     if max(h, w) > max_side:
-        raise InputTooLarge(f".npy array is [3, {h}, {w}]; {bounds}")
+        raise InputTooLarge(f".npy array is {sizes}; {bounds}")
     if min(h, w) < min_side:
-        raise InvalidInput(f".npy array is [3, {h}, {w}]; {bounds}")
+        raise InvalidInput(f".npy array is {sizes}; {bounds}")
+    if rank == 4:
+        frames = sizes[1]
+        if max_frames is not None and frames > max_frames:
+            raise InputTooLarge(f".npy clip is {sizes}: {frames:,} frames; this server takes at most {max_frames}")
+        if frames < 1:
+            raise InvalidInput(f".npy clip is {sizes}: it has no frames; expected {layout} with T >= 1")
     start = buf.tell()
-    need = 3 * h * w * 4
+    need = math.prod(sizes) * 4
     if len(data) - start != need:
-        raise InvalidInput(f".npy array [3, {h}, {w}] needs {need} bytes of data, got {len(data) - start}")
-    arr = np.frombuffer(data, dtype="<f4", offset=start).reshape((3, h, w), order="F" if fortran else "C")
+        raise InvalidInput(f".npy array {sizes} needs {need} bytes of data, got {len(data) - start}")
+    arr = np.frombuffer(data, dtype="<f4", offset=start).reshape(sizes, order="F" if fortran else "C")
     if not np.isfinite(arr).all():
         raise InvalidInput(".npy array holds NaN or infinity; every value must be finite")
     return torch.from_numpy(np.ascontiguousarray(arr).copy())
