@@ -201,10 +201,14 @@ class _Source:
         if self.width and self.height:
             parts.append(f"{self.width}x{self.height}")
         if self.duration is not None:
-            parts.append(f"{self.duration:.3g} s")
+            parts.append(_seconds(self.duration))
         if self.fps:
             parts.append(f"{self.fps:.3g} fps")
         return f"{self.container} ({', '.join([*parts, f'{self.size:,} bytes'])})"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:,.0f} s" if abs(value) >= 1000 else f"{value:.3g} s"
 
 
 class _Budget:
@@ -241,7 +245,6 @@ class _Picker:
         self.picked: list[tuple[float, np.ndarray]] = []
         self.prev: list[Any] | None = None  # [time, frame, its RGB once converted]
         self.last_end = 0.0  # where the frames seen so far end: the latest time plus that frame's duration
-        self.seen = 0
 
     @property
     def done(self) -> bool:
@@ -257,7 +260,6 @@ class _Picker:
         first = self.prev is None
         while not first and not self.done and when > self.targets[len(self.picked)] + self.eps:
             self._pick_prev()
-        self.seen += 1
         self.last_end = max(self.last_end, when + length)
         if self.done:
             return
@@ -300,6 +302,7 @@ class _AvReader:
             format=VIDEO_FORMATS[src.container],
             options={"max_pixels": str(limits.max_pixels_per_frame)},
             timeout=limits.max_decode_seconds,
+            metadata_errors="replace",  # a title in Latin-1 must not make the video unreadable
         )
         videos = self.container.streams.video
         if not videos:
@@ -310,8 +313,8 @@ class _AvReader:
         ctx = stream.codec_context
         if ctx is None:
             raise InvalidInput(
-                f"the {src.container}'s video stream has codec '{stream.codec_tag or 'unknown'}', which FFmpeg "
-                f"cannot decode here; send H.264, HEVC, AV1, VP8, VP9, MPEG-4 or Motion JPEG"
+                f"the {src.describe()} has a video stream in a codec FFmpeg cannot decode here; send H.264, HEVC, "
+                f"AV1, VP8, VP9, MPEG-4 or Motion JPEG"
             )
         # PyAV's default threading (slices) is kept: frame threads were no faster on 2 busy cores, and each
         # holds a frame more; a TorchServe host runs several workers anyway.
@@ -327,6 +330,8 @@ class _AvReader:
             src.duration = float(stream.duration * tb)
         elif self.container.duration:
             src.duration = self.container.duration / 1_000_000 - max(0.0, self.offset)
+        if src.duration is not None and src.duration <= 0:  # a broken header: the timestamps will tell
+            src.duration = None
         if src.container == "APNG" and (timing := _apng_timing(self.data)) and timing[1] > 0:
             src.duration, src.fps = timing[1], timing[0] / timing[1]
 
@@ -341,7 +346,7 @@ class _AvReader:
         if start > 0 and tb:
             try:
                 self.container.seek(int((start + self.offset) / tb), stream=stream, backward=True)
-            except Exception:  # noqa: BLE001 - a demuxer that cannot seek: decode from the beginning instead
+            except Exception:  # a demuxer that cannot seek: decode from the beginning instead
                 self.close()
                 self.open()
                 stream, tb = self.stream, self.stream.time_base
@@ -518,12 +523,12 @@ def read_clip(
         return _sample(reader, source, budget, frames=frames, start=float(start), clip=clip, fps=fps)
     except (InvalidInput, InvalidOption, InputTooLarge):
         raise
-    except Exception as exc:  # noqa: BLE001 - PyAV's, libwebp's and Pillow's errors: all the file's doing
+    except Exception as exc:  # PyAV's, libwebp's and Pillow's errors: all the file's doing
         raise _as_viz_error(exc, source, budget) from exc
     finally:
         try:
             reader.close()
-        except Exception:  # noqa: BLE001, S110 - closing a broken container must not hide the real answer
+        except Exception:  # closing a broken container must not hide the real answer
             pass
 
 
@@ -535,7 +540,7 @@ def _as_viz_error(exc: Exception, source: _Source, budget: _Budget) -> InvalidIn
             f"reading the {source.describe()} took more than {budget.limits.max_decode_seconds:g} s; this server "
             f"decodes for at most {budget.limits.max_decode_seconds:g} s (max_decode_seconds)"
         )
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) and not isinstance(exc, av.error.FFmpegError):  # FFmpeg's ENOMEM: a bogus size
         return InputTooLarge(f"the {source.describe()} needs more memory to decode than this server gives it")
     what = exc.strerror if isinstance(exc, av.error.FFmpegError) and exc.strerror else str(exc)
     said = f"{'FFmpeg' if isinstance(exc, av.error.FFmpegError) else 'the decoder'} says {_clip(what)!r}"
@@ -580,11 +585,13 @@ def _sample(
             raise InvalidInput(f"the {src.describe()} has no frames that decode")
         if src.duration is not None and end + max(0.5, 0.05 * src.duration) < src.duration:
             raise InvalidInput(
-                f"the {src.describe()} ends at {end:.3g} s, although its header says {src.duration:.3g} s: it is "
-                f"truncated or broken ({budget.decoded:,} frames decoded). Send the whole file."
+                f"the {src.describe()} ends at {_seconds(end)}, although its header says "
+                f"{_seconds(src.duration)}: it is truncated or broken ({budget.decoded:,} frames decoded). Send the "
+                f"whole file."
             )
         if end <= start:
-            raise InvalidOption(f"start={start:g} s is past the last frame of the {src.describe()} (at {end:.3g} s)")
+            last = _seconds(end)
+            raise InvalidOption(f"start={start:g} s is past the last frame of the {src.describe()} (at {last})")
         span = end - start
         reader.close()
         reader.open()

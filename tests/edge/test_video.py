@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnviz import InputTooLarge, InvalidInput, InvalidOption
+from cnnviz import InputTooLarge, InvalidInput, InvalidOption, VizError
 from tests.images import encode, npy, photo
 from vizserve import read_npy
 from vizserve.video import VideoLimits, is_video, read_clip, sniff_video, video_transform
@@ -365,6 +365,39 @@ def test_frames_past_the_duration_cap_are_refused_while_decoding():
     with av.open(io.BytesIO(data)) as check:
         assert check.duration is None and check.streams.video[0].duration is None
     refused(InputTooLarge, data, r"the MKV \(.*\) has frames past 600 s", frames=2, clip=700)
+
+
+@pytest.mark.parametrize("container", ALL)
+def test_damaged_files_answer_a_4xx_or_a_clip_quickly(container):
+    # bytes overwritten at random, and some cut short: a clip, or one of our errors, and never PyAV's own
+    rng = np.random.default_rng(sum(container.encode()))
+    base = made(container)
+    for _ in range(12):
+        mutant = np.frombuffer(base, np.uint8).copy()
+        at = rng.integers(0, len(mutant), int(rng.choice([1, 4, 16, 64])))
+        mutant[at] = rng.integers(0, 256, len(at))
+        data = mutant[: rng.integers(len(mutant) // 2, len(mutant))] if rng.random() < 0.3 else mutant
+        data = data.tobytes()
+        begin = time.perf_counter()
+        try:
+            clip, _ = read_clip(data, frames=8, clip=2.0)
+            assert clip.shape[:2] == (3, 8)
+        except VizError as exc:
+            assert exc.status in (400, 413)
+        assert time.perf_counter() - begin < 2
+
+
+def test_metadata_that_is_not_utf8_is_no_reason_to_refuse():
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        out.metadata["title"] = "clip-XX"
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for a in square_frames(4):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")))
+        out.mux(stream.encode())
+    data = buf.getvalue().replace(b"clip-XX", b"clip-\xe9\xff")  # Latin-1 and a byte no encoding has
+    assert read_clip(data, frames=2, fps=FPS)[0].shape == (3, 2, H, W)
 
 
 @pytest.mark.parametrize(
