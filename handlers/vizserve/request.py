@@ -13,7 +13,7 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cnnviz import InvalidInput, InvalidOption, clip_text
@@ -33,8 +33,15 @@ MODE = Option("mode", "names", "classify", "what to compute; classify runs whene
 FORMAT = Option("format", "choice", "json", "png: answer with the first picture itself (image/png)",
                 choices=("json", "png"))  # fmt: skip
 RAW = Option("raw", "bool", False, "add the arrays as base64 .npy float32 (feature maps, maps, images)")
-#: Options every request may carry, whatever its modes.
-GLOBAL_OPTIONS = (DATA, MODE, FORMAT, RAW)
+FRAMES = Option("frames", "int", lambda s: s.spec.input_shape[1] if s.spec.modality == "video" else None,
+                "video models: frames sampled from the video", 1, 64,
+                default_text="the model's clip length (16 for R3D-18)")  # fmt: skip
+START = Option("start", "float", 0.0, "video models: where the clip starts in the video, in seconds", 0.0, 36_000.0)
+CLIP = Option("clip", "float", None, "video models: seconds the frames are sampled evenly over", 0.0, 600.0,
+              default_text="frames / the model's frame rate (16 / 15 s for R3D-18)", above=True)  # fmt: skip
+#: Options every request may carry, whatever its modes (frames, start and clip: video models only).
+GLOBAL_OPTIONS = (DATA, MODE, FORMAT, RAW, FRAMES, START, CLIP)
+_VIDEO_INPUT = (FRAMES, START, CLIP)
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
 
@@ -57,6 +64,7 @@ class VizRequest:
     format: str
     raw: bool
     values: dict[str, dict[str, Any]]
+    clip: dict[str, Any] = field(default_factory=dict)  # video models: frames, start, clip (seconds)
 
     def wants(self, mode: str) -> bool:
         return mode in self.modes
@@ -144,6 +152,11 @@ def parse_request(fields: Mapping[str, Any], served: Served, *, explain: bool = 
 
     fmt = FORMAT.parse(fields.get("format", FORMAT.default))
     raw = RAW.parse(fields.get("raw", RAW.default))
+    clip: dict[str, Any] = {}
+    if served.spec.modality == "video":
+        clip = {o.name: o.parse(fields[o.name]) if o.name in fields else o.default_for(served) for o in _VIDEO_INPUT}
+    elif any(o.name in fields for o in _VIDEO_INPUT):
+        raise InvalidOption(f"options 'frames', 'start' and 'clip' sample a video; {served.spec.arch} takes images")
     for name, users in declared.items():
         modes_of = [m for m, _ in users if m]
         if name in fields and modes_of and not set(modes_of) & wanted:
@@ -165,7 +178,7 @@ def parse_request(fields: Mapping[str, Any], served: Served, *, explain: bool = 
         v["raw"] = raw
         values[m] = mode.finish(v, served, fields)
 
-    request = VizRequest(data, modes, fmt, raw, values)
+    request = VizRequest(data, modes, fmt, raw, values, clip)
     if fmt == "png" and request.picture_mode is None:
         raise InvalidOption(f"format=png returns a picture: add one of the modes {', '.join(PICTURE_ORDER)}")
     if fmt == "png" and request.stream:

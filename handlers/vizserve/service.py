@@ -27,6 +27,7 @@ from .modes.optimizing import streamer
 from .preprocess import decode_fit, image_transform
 from .request import VizRequest, fields_of, parse_request
 from .served import Limits, Served, smallest_input_side
+from .video import VideoLimits, is_video, read_clip, video_transform
 
 __all__ = ["Reply", "VizService"]
 
@@ -85,6 +86,10 @@ class VizService:
         # decode no more than the transform keeps (reduced-size JPEG decoding, extreme shapes cropped first);
         # None: a transform of the caller's own that takes any decoded input (tests)
         self._fit = decode_fit(spec.preprocess) if transform is None else None
+        self._video_limits = VideoLimits()
+        if spec.modality == "video":
+            pre = spec.preprocess
+            self._video_transform = video_transform(pre.resize, pre.crop, pre.mean, pre.std, pre.interpolation)
 
     # the attributes tests and tools read
     @property
@@ -117,10 +122,11 @@ class VizService:
         deadline = time.monotonic() + self.limits.max_busy_seconds
         replies: list[Reply | None] = [None] * len(items)
         jobs: dict[int, tuple[VizRequest, torch.Tensor | None]] = {}
+        inputs: dict[int, dict[str, Any]] = defaultdict(dict)  # what was read of each video input
         for i, item in enumerate(items):
             try:
                 req = parse_request(fields_of(item), self.served, explain=bool(explain and explain[i]))
-                jobs[i] = (req, self._input(req.data) if req.data is not None else None)
+                jobs[i] = (req, self._input(req, inputs[i]) if req.data is not None else None)
             except VizError as err:
                 replies[i] = Reply.error(err)
             except Exception:
@@ -158,7 +164,7 @@ class VizService:
         for i, (req, _) in jobs.items():
             if replies[i] is None:
                 try:
-                    replies[i] = self._reply(req, results[i])
+                    replies[i] = self._reply(req, results[i], inputs.get(i))
                 except VizError as err:
                     replies[i] = Reply.error(err)
                 except Exception:
@@ -167,14 +173,26 @@ class VizService:
         done = [r if r is not None else Reply.internal_error() for r in replies]
         return [replace(r, modes=jobs[i][0].modes) if i in jobs else r for i, r in enumerate(done)]
 
-    def _input(self, data: bytes) -> torch.Tensor:
-        limits, spec = self.limits, self.spec
+    def _input(self, req: VizRequest, info: dict[str, Any]) -> torch.Tensor:
+        """The normalized input of ``req``: an image ``[3, H, W]``, or for a video model a clip ``[3, T, H, W]``
+        (``info`` gets what was read of a video file)."""
+        limits, spec, data = self.limits, self.spec, req.data
         if spec.modality == "video" and self._fit is not None:
-            raise InvalidInput(
-                f"{spec.arch} takes clips [3, T, H, W] ({list(spec.input_shape)} by default); this server does not "
-                f"decode video files or clip arrays yet, so it answers only the modes without an input "
-                f"(filters, layers, actmax, describe)"
+            if data.startswith(NPY_MAGIC):
+                return read_npy(data, min_side=spec.min_side or 1, max_side=limits.max_input_side, rank=4,
+                                max_frames=self._video_limits.max_frames)  # fmt: skip
+            if not is_video(data):
+                raise InvalidInput(
+                    f"{spec.arch} takes a video (MP4, WebM, AVI, MKV, MOV, animated GIF, WebP or PNG) or a .npy "
+                    f"float32 clip [3, T, H, W]; field 'data' is neither (first bytes {bytes(data[:8])!r})"
+                )
+            pre = spec.preprocess
+            frames, start, seconds = req.clip["frames"], req.clip["start"], req.clip["clip"]
+            clip, read = read_clip(
+                data, frames=frames, start=start, clip=seconds, fps=pre.fps, limits=self._video_limits
             )
+            info.update(read)
+            return self._video_transform(clip)
         if data.startswith(NPY_MAGIC):
             return read_npy(data, min_side=spec.min_side or 1, max_side=limits.max_input_side)
         return self.served.transform(read_image(data, max_pixels=limits.max_image_pixels, **(self._fit or {})))
@@ -244,8 +262,10 @@ class VizService:
 
     # -- one reply ----------------------------------------------------------------------------------------------
 
-    def _reply(self, req: VizRequest, results: dict[str, Any]) -> Reply:
+    def _reply(self, req: VizRequest, results: dict[str, Any], read: dict[str, Any] | None = None) -> Reply:
         out: dict[str, Any] = self.served.header()
+        if read:
+            out["input"] = read  # what was read of a video: container, codec, size, frames sampled and when
         for name in req.modes:
             if name in results:
                 out["predictions" if name == "classify" else name] = results[name]

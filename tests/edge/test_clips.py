@@ -62,16 +62,13 @@ def test_saliency_and_describe_of_a_clip(svc):
     assert out["describe"]["modality"] == "video" and out["describe"]["input_shape"] == [3, 2, 2, 3]
 
 
-def test_a_video_model_answers_what_needs_no_input_and_says_what_it_cannot_take_yet():
+def test_a_video_model_refuses_an_image_and_answers_the_modes_without_an_input():
     from cnnviz import build_model, torchvision_spec
 
     video = VizService(build_model("r3d_18"), torchvision_spec("r3d_18", weights="random"), device=torch.device("cpu"),
                        name="r3d_18_viz")  # fmt: skip
     bad, filters = video.handle([{"data": jpeg()}, {"mode": "filters,describe", "layers": "stem.0", "channels": "8"}])
-    assert (
-        bad.status == 400
-        and "takes clips [3, T, H, W] ([3, 16, 112, 112] by default)" in json.loads(bad.body)["message"]
-    )
+    assert bad.status == 400 and "r3d_18 takes a video (MP4, WebM" in json.loads(bad.body)["message"]
     out = json.loads(filters.body)
     assert out["filters"][0]["shape"] == [64, 3, 3, 7, 7] and picture(out["filters"][0]["image"]).mode == "RGB"
     assert out["describe"]["preprocess"]["resize"] == [128, 171] and out["describe"]["cam_layer"] == "layer4"
@@ -91,3 +88,35 @@ def test_a_preferred_video_through_the_service_streams_its_middle_frame(svc):
     assert chunks[-1]["step"] == 8 and sum("preview" in c for c in chunks) == 8
     [bad] = svc.handle([{"mode": "actmax", "channel": "0", "init": "image", "data": jpeg()}])
     assert bad.status == 400 and "uploaded clip" in bad.body.decode()
+
+
+def test_a_video_file_and_a_npy_clip_through_a_video_model():
+    from cnnviz import build_model, random_state_dict, torchvision_spec
+    from tests.edge.test_video import made
+    from tests.images import npy
+
+    model = build_model("r3d_18")
+    model.load_state_dict(random_state_dict("r3d_18", seed=0))
+    video = VizService(model, torchvision_spec("r3d_18", weights="random"), device=torch.device("cpu"), name="r3d")
+    [reply] = video.handle([{"data": made("MP4"), "mode": "featuremaps,gradcam", "layers": "layer4", "frames": "8",
+                             "raw": "true", "channels": "4"}])  # fmt: skip
+    assert reply.status == 200, reply.body[:300]
+    out = json.loads(reply.body)
+    assert out["input"]["container"] == "MP4" and len(out["input"]["timestamps"]) == 8
+    assert len(out["predictions"]) == 5 and out["featuremaps"][0]["shape"] == [512, 1, 7, 7]
+    assert np.load(io.BytesIO(base64.b64decode(out["gradcam"]["raw"]))).shape == (8, 112, 112)
+
+    clip = torch.randn(3, 16, 112, 112)
+    [reply] = video.handle([{"data": npy(clip.numpy()), "mode": "featuremaps", "layers": "layer2", "raw": "true"}])
+    fmap = np.load(io.BytesIO(base64.b64decode(json.loads(reply.body)["featuremaps"][0]["raw"])))
+    seen = {}
+    handle = model.layer2.register_forward_hook(lambda m, a, o: seen.update(out=o))
+    try:
+        with torch.inference_mode():
+            model(clip[None])
+    finally:
+        handle.remove()
+    assert np.allclose(fmap, seen["out"][0].numpy(), atol=1e-5)
+    [image, bad] = video.handle([{"data": jpeg()}, {"data": made("MP4"), "frames": "99"}])
+    assert image.status == 400 and "takes a video" in json.loads(image.body)["message"]
+    assert bad.status == 400 and "'frames' must be a whole number in 1..64" in json.loads(bad.body)["message"]

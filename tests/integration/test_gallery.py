@@ -32,7 +32,7 @@ def chromium(tmp_path: Path, *args: str) -> str:
 def build(server, tmp_path: Path, *args: str) -> Path:
     out = tmp_path / "gallery"
     cmd = [sys.executable, str(ROOT / "clients" / "gallery.py"), *args, "--url", server.url, "--out", str(out)]
-    env_token = ["--token", server.key]
+    env_token = [f"--token={server.key}"]  # a key may start with "-": one argument
     subprocess.run(cmd + env_token, check=True, timeout=300, cwd=tmp_path)
     return out / "index.html"
 

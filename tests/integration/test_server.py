@@ -275,14 +275,14 @@ def test_client_on_a_folder_saves_every_picture(server, tmp_path):
     shape_folder(photos, 2, 31, stem="s")
     client = Path(__file__).resolve().parents[2] / "clients" / "viz_client.py"
     run = subprocess.run([sys.executable, str(client), str(photos), "--model", "shapes_viz", "--mode",
-                          "featuremaps,gradcam", "--url", server.url, "--token", server.key, "--out",
+                          "featuremaps,gradcam", "--url", server.url, f"--token={server.key}", "--out",
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("== ") == 2 and "shapes_viz (shapes" in run.stdout
     saved = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len([n for n in saved if "_featuremaps_" in n]) == 4 and len([n for n in saved if "_gradcam_" in n]) == 4
     bad = subprocess.run([sys.executable, str(client), str(photos / "s0.png"), "--model", "shapes_viz", "--mode",
-                          "gradcam", "--layer", "nope", "--url", server.url, "--token", server.key],
+                          "gradcam", "--layer", "nope", "--url", server.url, f"--token={server.key}"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "HTTP 400: unknown layer 'nope'" in bad.stderr
     expired = subprocess.run([sys.executable, str(client), "--model", "shapes_viz", "--mode", "layers", "--url",
