@@ -56,7 +56,8 @@ def test_modes_without_an_image(table):
     "fields, error, match",
     [
         ({"mode": "gradcams"}, InvalidOption, "unknown mode 'gradcams'; modes: classify, featuremaps, filters, layers"),
-        ({"layr": "features.0"}, InvalidOption, "unknown option 'layr'; options: data, mode, format, raw, topk"),
+        ({"layr": "features.0"}, InvalidOption, "unknown option 'layr'; options: data, mode, format, raw, frames"),
+        ({"frames": "8"}, InvalidOption, "options 'frames', 'start' and 'clip' sample a video; alexnet takes images"),
         (
             {"layer": "features.0"},
             InvalidOption,
@@ -121,7 +122,7 @@ def test_every_option_is_declared_once_and_means_one_thing():
         "data", "mode", "topk", "layers", "channels", "raw", "format", "normalize",
         "method", "target", "layer", "channel", "samples", "noise", "ig_steps", "baseline",
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
-        "transforms", "stream", "precision", "steps", "time_jitter", "tv_time",
+        "transforms", "stream", "precision", "steps", "time_jitter", "tv_time", "frames", "start", "clip",
     }  # fmt: skip
     for name, users in options.items():
         kinds = {(o.kind, o.lo, o.hi, o.choices, o.help) for _, o in users}
