@@ -84,7 +84,7 @@ class VizService:
             spec = replace(spec, min_side=smallest_input_side(model, spec.input_shape, device))
         self.served = Served(model, spec, table, transform or image_transform(spec.preprocess), device, name, limits)
         # decode no more than the transform keeps (reduced-size JPEG decoding, extreme shapes cropped first);
-        # None: a transform of the caller's own that takes any decoded input (tests)
+        # None: a transform of the caller's own, which gets the whole image
         self._fit = decode_fit(spec.preprocess) if transform is None else None
         self._video_limits = VideoLimits()
         if spec.modality == "video":
@@ -177,7 +177,7 @@ class VizService:
         """The normalized input of ``req``: an image ``[3, H, W]``, or for a video model a clip ``[3, T, H, W]``
         (``info`` gets what was read of a video file)."""
         limits, spec, data = self.limits, self.spec, req.data
-        if spec.modality == "video" and self._fit is not None:
+        if spec.modality == "video":
             if data.startswith(NPY_MAGIC):
                 return read_npy(data, min_side=spec.min_side or 1, max_side=limits.max_input_side, rank=4,
                                 max_frames=self._video_limits.max_frames)  # fmt: skip

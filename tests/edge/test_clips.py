@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from cnnviz import ModelSpec, Preprocess
-from tests.images import jpeg
+from tests.images import jpeg, npy
 from tests.tiny import Tiny3D, tiny_clip
 from vizserve import VizService
 
@@ -20,8 +20,10 @@ from vizserve import VizService
 def svc():
     pre = Preprocess(resize=2, crop=(2, 3), mean=(0.0,) * 3, std=(1.0,) * 3, frames=2, fps=15.0)
     spec = ModelSpec("tiny3d", (3, 2, 2, 3), pre, ("zero", "one", "two"), modality="video", weights="hand-set")
-    # until clips are decoded from files, every input stands for the hand-computed clip
-    return VizService(Tiny3D(), spec, device=torch.device("cpu"), name="tiny3d_viz", transform=lambda _: tiny_clip()[0])
+    return VizService(Tiny3D(), spec, device=torch.device("cpu"), name="tiny3d_viz")
+
+
+CLIP = npy(tiny_clip()[0].numpy())  # the hand-computed clip, sent exactly as given
 
 
 def picture(text):
@@ -29,7 +31,7 @@ def picture(text):
 
 
 def test_classify_featuremaps_and_gradcam_of_a_clip(svc):
-    [reply] = svc.handle([{"data": jpeg(), "mode": "featuremaps,gradcam", "layers": "features.0", "raw": "true",
+    [reply] = svc.handle([{"data": CLIP, "mode": "featuremaps,gradcam", "layers": "features.0", "raw": "true",
                            "target": "zero"}])  # fmt: skip
     assert reply.status == 200, reply.body
     out = json.loads(reply.body)
@@ -55,7 +57,7 @@ def test_filters_of_a_3d_convolution_are_strips_over_time(svc):
 
 
 def test_saliency_and_describe_of_a_clip(svc):
-    [reply] = svc.handle([{"data": jpeg(), "mode": "saliency,describe", "raw": "true", "target": "0"}])
+    [reply] = svc.handle([{"data": CLIP, "mode": "saliency,describe", "raw": "true", "target": "0"}])
     out = json.loads(reply.body)
     grads = np.load(io.BytesIO(base64.b64decode(out["saliency"]["raw"])))
     assert grads.tolist() == [[[0.25, 0.5, 0.25]] * 2] * 2
@@ -86,14 +88,13 @@ def test_a_preferred_video_through_the_service_streams_its_middle_frame(svc):
     assert video.shape == (3, 2, 16, 16) and entry["end"] > entry["start"] and entry["label"] == "zero"
     assert picture(entry["image"]).size == (2 * 224 + 2, 224)  # two frames side by side
     assert chunks[-1]["step"] == 8 and sum("preview" in c for c in chunks) == 8
-    [bad] = svc.handle([{"mode": "actmax", "channel": "0", "init": "image", "data": jpeg()}])
+    [bad] = svc.handle([{"mode": "actmax", "channel": "0", "init": "image", "data": CLIP}])
     assert bad.status == 400 and "uploaded clip" in bad.body.decode()
 
 
 def test_a_video_file_and_a_npy_clip_through_a_video_model():
     from cnnviz import build_model, random_state_dict, torchvision_spec
     from tests.edge.test_video import made
-    from tests.images import npy
 
     model = build_model("r3d_18")
     model.load_state_dict(random_state_dict("r3d_18", seed=0))
