@@ -176,6 +176,13 @@ def _coloured(heat: torch.Tensor) -> np.ndarray:
 # which they show as a strip of its frames, time from left to right.
 
 
+def overlay_frames(rgb: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """A clip ``[3, T, H, W]`` in [0, 1] with its maps ``[T, H, W]`` in [0, 1] blended over it, as frames
+    ``[T, 3, H, W]`` in [0, 1] (for animations)."""
+    coloured = torch.from_numpy(_coloured(heat).astype(np.float32) / 255).permute(0, 3, 1, 2)
+    return (1 - alpha) * rgb.clamp(0, 1).cpu().transpose(0, 1) + alpha * coloured
+
+
 def heatmap_png(heat: torch.Tensor) -> bytes:
     """A map ``[H, W]`` (or ``[T, H, W]``) in [0, 1] in the jet colour map (blue 0, red 1)."""
     frames = heat if heat.dim() == 3 else heat[None]

@@ -18,6 +18,7 @@ from typing import Any
 
 from cnnviz import InvalidInput, InvalidOption, clip_text
 
+from .animate import ANIMATION_FORMATS
 from .decode import parse_json
 from .modes import MODES, PICTURE_ORDER
 from .options import Option, as_names
@@ -30,8 +31,9 @@ DATA = Option("data", "text", None, "the input", default_text="(none)", allowed_
               "[3, H, W] already normalized, used exactly as given")  # fmt: skip
 MODE = Option("mode", "names", "classify", "what to compute; classify runs whenever an input is given",
               allowed_text="a comma list of the modes above")  # fmt: skip
-FORMAT = Option("format", "choice", "json", "png: answer with the first picture itself (image/png)",
-                choices=("json", "png"))  # fmt: skip
+FORMAT = Option("format", "choice", "json", "png: answer with the first picture itself (image/png); for video "
+                "models webp, apng, gif or mp4: the first animation itself (JSON answers carry WebP animations)",
+                choices=("json", "png", *ANIMATION_FORMATS))  # fmt: skip
 RAW = Option("raw", "bool", False, "add the arrays as base64 .npy float32 (feature maps, maps, images)")
 FRAMES = Option("frames", "int", lambda s: s.spec.input_shape[1] if s.spec.modality == "video" else None,
                 "video models: frames sampled from the video", 1, 64,
@@ -42,6 +44,8 @@ CLIP = Option("clip", "float", None, "video models: seconds the frames are sampl
 #: Options every request may carry, whatever its modes (frames, start and clip: video models only).
 GLOBAL_OPTIONS = (DATA, MODE, FORMAT, RAW, FRAMES, START, CLIP)
 _VIDEO_INPUT = (FRAMES, START, CLIP)
+#: Modes whose entries carry an animation for a clip, in the order format=webp|apng|gif|mp4 picks the first.
+ANIMATED = ("gradcam", "saliency", "actmax", "featuremaps")
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
 
@@ -176,11 +180,17 @@ def parse_request(fields: Mapping[str, Any], served: Served, *, explain: bool = 
         mode = MODES[m]
         v = {o.name: o.parse(fields[o.name]) if o.name in fields else o.default_for(served) for o in mode.options}
         v["raw"] = raw
+        v["animation"] = fmt if fmt in ANIMATION_FORMATS else "webp"
         values[m] = mode.finish(v, served, fields)
 
     request = VizRequest(data, modes, fmt, raw, values, clip)
     if fmt == "png" and request.picture_mode is None:
         raise InvalidOption(f"format=png returns a picture: add one of the modes {', '.join(PICTURE_ORDER)}")
-    if fmt == "png" and request.stream:
-        raise InvalidOption("stream=true sends newline-delimited JSON; it cannot be combined with format=png")
+    if fmt != "json" and request.stream:
+        raise InvalidOption(f"stream=true sends newline-delimited JSON; it cannot be combined with format={fmt}")
+    if fmt in ANIMATION_FORMATS:
+        animated = [m for m in ANIMATED if m in modes]
+        if served.spec.modality != "video" or not animated:
+            raise InvalidOption(f"format={fmt} answers with an animation: the clips of a video model's "
+                                f"{', '.join(ANIMATED)}")  # fmt: skip
     return request

@@ -25,7 +25,7 @@ from .decode import NPY_MAGIC, read_image, read_npy
 from .modes import MODES, BatchedMode, ForwardMode, OptimizeMode, StaticMode
 from .modes.optimizing import streamer
 from .preprocess import decode_fit, image_transform
-from .request import VizRequest, fields_of, parse_request
+from .request import ANIMATED, VizRequest, fields_of, parse_request
 from .served import Limits, Served, smallest_input_side
 from .video import VideoLimits, is_video, read_clip, video_transform
 
@@ -272,6 +272,10 @@ class VizService:
         if req.format == "png":
             picture = out[req.picture_mode]
             return Reply(200, (picture[0] if isinstance(picture, list) else picture)["image"], "image/png")
+        if req.format != "json":  # an animation format (the parser checked a video model and an animated mode)
+            picture = out[next(m for m in ANIMATED if m in out)]
+            picture = picture[0] if isinstance(picture, list) else picture
+            return Reply(200, picture["animation"], picture["animation_type"])
         body = json.dumps(out, default=render.b64).encode()  # pictures and arrays are bytes until here
         if req.stream:
             body += b"\n"  # the last line of a newline-delimited JSON stream

@@ -121,3 +121,26 @@ def test_a_video_file_and_a_npy_clip_through_a_video_model():
     [image, bad] = video.handle([{"data": jpeg()}, {"data": made("MP4"), "frames": "99"}])
     assert image.status == 400 and "takes a video" in json.loads(image.body)["message"]
     assert bad.status == 400 and "'frames' must be a whole number in 1..64" in json.loads(bad.body)["message"]
+
+
+def test_clips_come_animated_too_and_format_picks_the_animation(svc):
+    [reply] = svc.handle([{"data": CLIP, "mode": "featuremaps,gradcam", "layers": "features.0"}])
+    out = json.loads(reply.body)
+    for entry in (out["gradcam"], out["featuremaps"][0]):
+        movie = picture(entry["animation"])
+        assert entry["animation_type"] == "image/webp" and movie.n_frames == 2  # one frame per frame of the clip
+    preferred = {"mode": "actmax", "channel": "1", "steps": "2", "size": "16", "format": "gif"}
+    [webp, gif] = svc.handle([{"data": CLIP, "mode": "gradcam", "format": "webp"}, preferred])
+    assert webp.content_type == "image/webp" and Image.open(io.BytesIO(webp.body)).n_frames == 2
+    assert gif.content_type == "image/gif" and Image.open(io.BytesIO(gif.body)).n_frames == 2
+    # the first frame of the animated overlay is the first frame of the strip
+    strip = np.asarray(picture(out["gradcam"]["image"]).convert("RGB"))
+    first = np.asarray(Image.open(io.BytesIO(webp.body)).convert("RGB"))
+    assert np.abs(strip[:, : first.shape[1]].astype(int) - first.astype(int)).max() <= 1
+
+
+def test_animation_formats_need_a_video_model():
+    from tests.services import tiny_service
+
+    [reply] = tiny_service().handle([{"data": jpeg(), "mode": "gradcam", "format": "webp"}])
+    assert reply.status == 400 and "format=webp answers with an animation" in json.loads(reply.body)["message"]

@@ -8,7 +8,7 @@ from cnnviz import InvalidOption, Settings, Target, actmax
 
 from ..options import Option, as_int, as_names
 from .optimizing import COMMON, Optimizing
-from .shared import CHANNEL, LAYER, class_index
+from .shared import CHANNEL, LAYER, add_animation, class_index
 
 MAX_TARGETS = 64
 
@@ -71,7 +71,7 @@ class Actmax(Optimizing):
     def run(self, served, values, x, budget_s, progress):
         targets = list(values["targets"])
         result = actmax(served.model, targets, Settings(**self.settings(served, values, x, budget_s)), progress)
-        return [
+        entries = [
             self.entry(
                 values, result, k, layer=t.layer or "classes", channel=t.channel,
                 **({"label": served.labels[t.channel]} if not t.layer else {}),
@@ -79,3 +79,7 @@ class Actmax(Optimizing):
             )
             for k, t in enumerate(targets)
         ]  # fmt: skip
+        if result.images.dim() == 5:  # preferred videos: each animated too
+            for entry, video in zip(entries, result.images, strict=True):
+                add_animation(entry, values, video.transpose(0, 1), served)
+        return entries

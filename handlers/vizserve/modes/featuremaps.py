@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
+from torchvision.utils import make_grid
+
 from cnnviz import InvalidOption, featuremap_tiles
 
 from .. import render
 from ..options import Option
 from .base import ForwardMode
+from .shared import add_animation
 
 MAX_LAYERS = 16
 #: A clip's feature maps are a grid of channels (rows) by frames (columns): at most this many rows.
@@ -61,9 +67,16 @@ class Featuremaps(ForwardMode):
             labels = [str(i) if j == 0 else f"t{j}" for i in idx for j in range(t)]
             flat = tiles.transpose(1, 2).reshape(k * t, 1, *tiles.shape[-2:])
             image = render.grid_png(flat, labels, f"{title}; frames to the right", nrow=t)
+            grids = [
+                make_grid(tiles[:, :, j], nrow=math.ceil(math.sqrt(k)), padding=2, pad_value=0.12) for j in range(t)
+            ]
+            movie = {}
+            add_animation(movie, values, torch.stack(grids), served)  # the channels' grid, frame by frame
         else:
             image = render.grid_png(tiles, [str(i) for i in idx], title)
         entry = {"layer": name, "shape": list(fmap.shape), "image": image}
+        if fmap.dim() == 4:
+            entry.update(movie)
         if values["raw"]:
             entry["raw"] = render.npy_bytes(fmap)
         return entry

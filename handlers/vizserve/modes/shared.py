@@ -12,6 +12,7 @@ import torch
 from cnnviz import InvalidOption, clip_text
 
 from .. import render
+from ..animate import animation
 from ..options import Option, as_text
 from ..served import Served
 
@@ -75,6 +76,15 @@ def attribution_entry(served: Served, values, x, heat, target: int, probs, **abo
         "image": render.overlay_png(served.seen(x), scaled),
         "heatmap": render.heatmap_png(scaled),
     }
+    if heat.dim() == 3:  # a clip: the overlays animated too
+        add_animation(entry, values, render.overlay_frames(served.seen(x), scaled), served)
     if values["raw"]:
         entry["raw"] = render.npy_bytes(heat)
     return entry
+
+
+def add_animation(entry: dict[str, Any], values, frames: torch.Tensor, served: Served) -> None:
+    """``entry["animation"]``: ``frames`` ``[T, 3, H, W]`` in [0, 1] in the request's animation format, played at
+    the model's frame rate (at most 8 frames a second, so that a short clip can be seen)."""
+    fps = min(8.0, served.spec.preprocess.fps or 8.0)
+    entry["animation"], entry["animation_type"] = animation(frames, values["animation"], fps)
