@@ -8,9 +8,11 @@ with its own objective (rows never mix, so each row's gradient is its own).
   colour-decorrelated, as in Lucid (Olah et al. 2017) and lucent, with their constants.
 - Transforms (transformation robustness): pad, jitter, scale, rotate, jitter, drawn anew each step, the same for the
   whole batch (lucent's defaults, scaled to the image size).
-- Objectives: a channel's mean activation, one unit's activation, or a class's log-probability (log-softmax, as
-  the seed notebooks' cross-entropy loss does). Departure from Lucid, which maximizes the logit: a logit can rise
-  while other classes rise faster, and the image is then not recognized as its class.
+- Objectives: a channel's mean activation, one unit's activation, or a class's score: its log-probability
+  (log-softmax, as the seed notebooks' cross-entropy loss does; the default for images), its logit (Lucid), or its
+  margin over the best other class (the default for video: it does not saturate once the class wins, as the
+  log-probability does, and cannot rise by raising every class, as a logit can; measured on the motion example,
+  where a second model read 5 of 6 margin videos as their class and 2 of 6 log-probability ones).
 - Regularizers: L2 decay and L1 ("no ink") towards mid-grey, total variation, a pull towards an initial image, and a
   Gaussian blur of pixel parameters every k steps (cnnpref). Departure: the blur is not applied to ``fft`` parameters,
   whose 1/f scaling already favours low frequencies.
@@ -132,13 +134,14 @@ def fft_image(
 
 
 def robustness_transforms(
-    size: int, generator: torch.Generator, time_jitter: int = 0
+    size: int, generator: torch.Generator, time_jitter: int = 0, strength: float = 1.0
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """lucent's default robustness, in pixels scaled from 224: pad 12 (grey), jitter 8, scale 0.9..1.1,
-    rotate -10..10 degrees, jitter 4. One random draw per call, shared by the batch. A video ``[K, 3, T, H, W]``
+    rotate -10..10 degrees, jitter 4; ``strength`` multiplies every one of these (2: pad 24, scale 0.8..1.2,
+    rotate -20..20 degrees, ...). One random draw per call, shared by the batch. A video ``[K, 3, T, H, W]``
     gets the same spatial draw on every frame (the motion stays), and with ``time_jitter`` a circular shift in time
     by up to that many frames either way (cnnpref's ``jitter_z``)."""
-    s = size / 224
+    s = size / 224 * strength
 
     def ints(n: int) -> int:
         return int(torch.randint(0, max(1, n), (1,), generator=generator))
@@ -162,8 +165,9 @@ def robustness_transforms(
         pad = round(12 * s)
         x = F.pad(x, (pad, pad, pad, pad), value=0.5)
         x = jitter(x, round(8 * s))
-        scale = 1 + (ints(11) - 5) / 50
-        angle = math.radians(ints(21) - 10)
+        spread = max(1, round(5 * strength))  # scale steps of 0.02, rotation in degrees
+        scale = 1 + (ints(2 * spread + 1) - spread) / 50
+        angle = math.radians(ints(4 * spread + 1) - 2 * spread)
         cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
         theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype, device=x.device)
         grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
@@ -207,6 +211,20 @@ def _temporal_variation(x: torch.Tensor) -> torch.Tensor:
 
 
 # -- the objective -------------------------------------------------------------------------------------------------
+CLASS_SCORES = ("logprob", "logit", "margin")
+
+
+def _class_scores(logits: torch.Tensor, how: str) -> torch.Tensor:
+    """``[K, classes]`` -> what a class target maximizes, per class: its log-probability (saturates at 0 once the
+    class wins), its logit, or its margin over the best other class (``logit_c - max_{j != c} logit_j``, which
+    keeps growing while it wins and, unlike the logit, cannot grow by raising every class together)."""
+    if how == "logprob":
+        return logits.log_softmax(dim=-1)
+    if how == "logit":
+        return logits
+    top2 = logits.topk(min(2, logits.shape[-1]), dim=-1).values
+    best_other = torch.where(logits == top2[..., :1], top2[..., -1:], top2[..., :1])
+    return logits - best_other
 
 
 class _Hooked:
@@ -228,8 +246,11 @@ class Objective(_Hooked):
     Units are taken at the same relative place when the transforms change a layer's size (``native`` holds each
     layer's size on the first call)."""
 
-    def __init__(self, model: nn.Module, targets: Sequence[Target]) -> None:
+    def __init__(self, model: nn.Module, targets: Sequence[Target], classes: str = "logprob") -> None:
+        if classes not in CLASS_SCORES:
+            raise ValueError(f"class score must be one of {CLASS_SCORES}, got {classes!r}")
         self.targets = list(targets)
+        self.classes = classes
         layers = sorted({t.layer for t in targets if t.layer})
         self.needs_classes = any(not t.layer for t in targets)
         self.hooks = LayerHooks(model, layers, keep="graph", stop=not self.needs_classes)
@@ -239,7 +260,7 @@ class Objective(_Hooked):
         logits = self.hooks.run(x)
         outputs = dict(self.hooks.outputs)
         if logits is not None:
-            outputs[""] = logits.log_softmax(dim=-1)
+            outputs[""] = _class_scores(logits.float(), self.classes)
         values = []
         for k, t in enumerate(self.targets):
             out = outputs[t.layer][k, t.channel]
@@ -270,7 +291,9 @@ class Settings:
     transforms repeat. mean, std [ImageNet]: normalization inside the graph. budget_s [None]: stop after this many
     seconds and return what there is. Video: frames [None: an image] makes the result ``[K, 3, frames, size,
     size]``; time_jitter [0]: circular shifts in time by up to this many frames each step; tv_time [0]: penalty on
-    the change from frame to frame (Feichtenhofer et al.'s temporal regularizer).
+    the change from frame to frame (Feichtenhofer et al.'s temporal regularizer). classes ["logprob"], "logit" or
+    "margin": what a class target maximizes. strength [1]: multiplies the transforms' sizes (pad, jitter, scale,
+    rotation). copies [1]: transformed copies per step (each its own draw; their gradients averaged).
     """
 
     size: int = 224
@@ -294,6 +317,9 @@ class Settings:
     frames: int | None = None
     time_jitter: int = 0
     tv_time: float = 0.0
+    classes: str = "logprob"
+    strength: float = 1.0
+    copies: int = 1
 
 
 Progress = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
@@ -315,7 +341,8 @@ def _optimize(
         opt = torch.optim.Adam(params, lr=cfg.lr)
     else:
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
-    jitter = robustness_transforms(cfg.size, gen, cfg.time_jitter) if cfg.transforms else (lambda x: x)
+    jitter = robustness_transforms(cfg.size, gen, cfg.time_jitter, cfg.strength) if cfg.transforms else (lambda x: x)
+    copies = max(1, cfg.copies) if cfg.transforms else 1  # copies of one untransformed image would be the same
     spread = (1, 3) + (1,) * (2 if cfg.frames is None else 3)
     m = torch.tensor(cfg.mean, device=device).view(spread)
     s = torch.tensor(cfg.std, device=device).view(spread)
@@ -342,22 +369,25 @@ def _optimize(
                 if cfg.budget_s is not None and time.perf_counter() - started > cfg.budget_s:
                     stopped = True
                     break
-                img = image()
-                value = score(jitter(img))
-                centred = (img - 0.5).flatten(1)
-                penalty = cfg.l2 * (centred**2).mean(1) + cfg.l1 * centred.abs().mean(1)
-                penalty = penalty + cfg.tv * _total_variation(img) + cfg.tv_time * _temporal_variation(img)
-                if anchor is not None and cfg.init_weight:
-                    penalty = penalty + cfg.init_weight * ((img - anchor) ** 2).flatten(1).mean(1)
                 opt.zero_grad(set_to_none=True)
-                (penalty - value).sum().backward()  # rows are independent: each row gets its own gradient
+                value = 0.0
+                for _ in range(copies):  # one backward per copy: gradients add up, graphs do not pile up
+                    img = image()
+                    v = score(jitter(img))
+                    centred = (img - 0.5).flatten(1)
+                    penalty = cfg.l2 * (centred**2).mean(1) + cfg.l1 * centred.abs().mean(1)
+                    penalty = penalty + cfg.tv * _total_variation(img) + cfg.tv_time * _temporal_variation(img)
+                    if anchor is not None and cfg.init_weight:
+                        penalty = penalty + cfg.init_weight * ((img - anchor) ** 2).flatten(1).mean(1)
+                    ((penalty - v).sum() / copies).backward()  # rows are independent: each its own gradient
+                    value = value + v.detach() / copies
                 opt.step()
                 if cfg.blur_every and cfg.param == "pixel" and (step + 1) % cfg.blur_every == 0:
                     with torch.no_grad():
                         params[0].copy_(_gaussian_blur(params[0]))
                 done = step + 1
                 if progress is not None:
-                    progress(done, value.detach(), image)
+                    progress(done, value, image)
             with torch.no_grad():
                 final = image().detach()
                 end = score(final).detach()
@@ -372,11 +402,11 @@ def actmax(
 ) -> ActmaxResult:
     """One image per target, optimized together as one batch.
 
-    ``targets``: layer names from ``model.named_modules()``; ``""`` is the model's output (class targets, their
-    log-probability). ``progress`` is called after each step with ``(step, objective [K], images_fn)``. The model
-    runs in eval mode (restored after) and its parameters get no gradients.
+    ``targets``: layer names from ``model.named_modules()``; ``""`` is the model's output (class targets, scored
+    as ``settings.classes`` says). ``progress`` is called after each step with ``(step, objective [K],
+    images_fn)``. The model runs in eval mode (restored after) and its parameters get no gradients.
     """
-    return _optimize(model, len(targets), Objective(model, targets), settings, progress)
+    return _optimize(model, len(targets), Objective(model, targets, settings.classes), settings, progress)
 
 
 def invert(

@@ -144,3 +144,15 @@ def test_animation_formats_need_a_video_model():
 
     [reply] = tiny_service().handle([{"data": jpeg(), "mode": "gradcam", "format": "webp"}])
     assert reply.status == 400 and "format=webp answers with an animation" in json.loads(reply.body)["message"]
+
+
+def test_a_unit_of_a_video_layer_at_one_frame(svc):
+    [reply] = svc.handle([{"mode": "actmax", "layer": "features.0", "channel": "1", "y": "0", "x": "1", "t": "1",
+                           "steps": "4", "size": "16"}])  # fmt: skip
+    assert reply.status == 200, reply.body
+    [entry] = json.loads(reply.body)["actmax"]
+    assert (entry["t"], entry["y"], entry["x"], entry["channel"]) == (1, 0, 1, 1)
+    [late, classes] = svc.handle([{"mode": "actmax", "layer": "features.0", "channel": "1", "t": "2"},
+                                      {"mode": "actmax", "channel": "1", "t": "0"}])  # fmt: skip
+    assert late.status == 400 and "'t' must be a whole number in 0..1" in late.body.decode()
+    assert classes.status == 400 and "outputs [3]" in classes.body.decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from cnnviz import InvalidOption, Settings, Target, actmax
+from cnnviz.actmax import CLASS_SCORES
 
 from ..options import Option, as_int, as_names
 from .optimizing import COMMON, Optimizing
@@ -16,6 +17,12 @@ UNIT_Y = Option("y", "int", None, "a unit's row in a [C, H, W] layer instead of 
                 default_text="none: the whole channel")  # fmt: skip
 UNIT_X = Option("x", "int", None, "a unit's column in a [C, H, W] layer", 0, 100_000,
                 default_text="none: the whole channel")  # fmt: skip
+UNIT_T = Option("t", "int", None, "video models: the unit's frame in a [C, T, H, W] layer (with y and x)", 0, 100_000,
+                default_text="none: the unit's mean over frames")  # fmt: skip
+CLASS_SCORE = Option("class_score", "choice", lambda s: "margin" if s.spec.modality == "video" else "logprob",
+                     "what a class target maximizes: its log-probability, its logit, or its margin over the best "
+                     "other class", choices=CLASS_SCORES,
+                     default_text="margin for video models, logprob for images")  # fmt: skip
 INIT_WEIGHT = Option("init_weight", "float", 0.0, "with init=image: how strongly the result stays near it", 0.0, 100.0)
 
 
@@ -44,7 +51,7 @@ class Actmax(Optimizing):
     name = "actmax"
     summary = "preferred images: inputs optimized to excite classes, channels or units (no input needed)"
     options = (LAYER.but(None, "the classes (the model's output)"), CHANNEL.but(None, "(required)"), UNIT_Y, UNIT_X,
-               *COMMON, INIT_WEIGHT)  # fmt: skip
+               UNIT_T, CLASS_SCORE, *COMMON, INIT_WEIGHT)  # fmt: skip
 
     def finish(self, values, served, fields):
         values = super().finish(values, served, fields)
@@ -57,25 +64,32 @@ class Actmax(Optimizing):
             raise InvalidOption(f"layer {layer!r} has no tensor output to maximize")
         classes = not layer or tuple(shape) == (len(served.labels),)
         channels = channel_list(values["channel"], shape[0], served.labels if classes else None)
-        y = x = None
-        if values["y"] is not None or values["x"] is not None:
+        y = x = t = None
+        if values["t"] is not None and len(shape) != 4:
+            raise InvalidOption(f"option 't' picks a frame of a video layer [C, T, H, W]; {layer or 'the output'} "
+                                f"outputs {list(shape)}")  # fmt: skip
+        if values["y"] is not None or values["x"] is not None or values["t"] is not None:
             if len(shape) < 3:
                 raise InvalidOption(f"options 'y' and 'x' pick a unit of a [C, H, W] layer; {layer or 'the output'} "
                                     f"outputs {list(shape)}")  # fmt: skip
-            h, w = shape[-2:]  # a video layer [C, T, H, W]: the unit's mean over frames
+            h, w = shape[-2:]  # a video layer [C, T, H, W]: without t, the unit's mean over frames
             y = as_int("y", values["y"] if values["y"] is not None else h // 2, 0, h - 1)
             x = as_int("x", values["x"] if values["x"] is not None else w // 2, 0, w - 1)
-        values["targets"] = tuple(Target(layer, c, y, x) for c in channels)
+            if values["t"] is not None:
+                t = as_int("t", values["t"], 0, shape[1] - 1)
+        values["targets"] = tuple(Target(layer, c, y, x, t) for c in channels)
         return values
 
     def run(self, served, values, x, budget_s, progress):
         targets = list(values["targets"])
-        result = actmax(served.model, targets, Settings(**self.settings(served, values, x, budget_s)), progress)
+        cfg = Settings(**self.settings(served, values, x, budget_s), classes=values["class_score"])
+        result = actmax(served.model, targets, cfg, progress)
         entries = [
             self.entry(
                 values, result, k, layer=t.layer or "classes", channel=t.channel,
                 **({"label": served.labels[t.channel]} if not t.layer else {}),
                 **({"y": t.y, "x": t.x} if t.y is not None else {}),
+                **({"t": t.t} if t.t is not None else {}),
             )
             for k, t in enumerate(targets)
         ]  # fmt: skip
