@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, build the missing archives and start TorchServe with config.properties, serving every built model.
 #   ./serve.sh [--random-weights] [--foreground] [--config FILE] [ARCH...]
-#        start (default ARCH: alexnet vgg16 resnet18 shapes and every archive already in model_store/, such as
+#        start (default ARCH: alexnet vgg16 resnet18 shapes motion and every archive already in model_store/, such as
 #        those ./archive.sh densenet121 inception_v3 built; FILE: config.properties)
 #   ./serve.sh stop                                           stop it
 # Logs go to logs/, the access keys to key_file.json (both in this folder).
@@ -26,7 +26,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ ${#archs[@]} -eq 0 ]]; then
-  archs=(alexnet vgg16 resnet18 shapes)
+  archs=(alexnet vgg16 resnet18 shapes motion)
   for mar in model_store/*_viz.mar; do  # and whatever ./archive.sh built there
     [[ -f "$mar" ]] || continue
     name=$(basename "$mar" _viz.mar)

@@ -2,7 +2,7 @@
 # Container entry point (also runs outside a container; the tests do that): build the archives that are missing
 # and run TorchServe in the foreground with this repository's config.properties, the inference API bound to
 # $VIZ_BIND (0.0.0.0 in a container, so a published port reaches it; management and metrics stay on 127.0.0.1).
-#   VIZ_MODELS       models to serve (default: alexnet vgg16 resnet18 shapes)
+#   VIZ_MODELS       models to serve (default: alexnet vgg16 resnet18 shapes motion)
 #   VIZ_BIND         address of the inference API (default 0.0.0.0)
 #   VIZ_CONFIG       config.properties to start from (default: the repository's)
 #   VIZ_ARCHIVE_ARGS extra ./archive.sh arguments, e.g. --random-weights for a smoke run
@@ -26,7 +26,7 @@ stop() {
 }
 stopping=""
 # shellcheck disable=SC2086  # VIZ_MODELS and VIZ_ARCHIVE_ARGS are word lists
-./serve.sh --config "$config" --foreground ${VIZ_ARCHIVE_ARGS:-} ${VIZ_MODELS:-alexnet vgg16 resnet18 shapes} &
+./serve.sh --config "$config" --foreground ${VIZ_ARCHIVE_ARGS:-} ${VIZ_MODELS:-alexnet vgg16 resnet18 shapes motion} &
 child=$!
 trap stop TERM INT
 status=0

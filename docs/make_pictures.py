@@ -1,7 +1,8 @@
 """Regenerate the README's pictures with the service TorchServe runs, in process.
 
 AlexNet (seeded random weights: no pretrained weights on the machines this project is built on) on
-docs/grace_hopper.jpg; the trained shapes model on generated shapes. Run: .venv/bin/python docs/make_pictures.py
+docs/grace_hopper.jpg; the trained shapes model on generated shapes; the trained motion model on generated clips.
+Run: .venv/bin/python docs/make_pictures.py [alexnet] [shapes] [motion]
 """
 
 from __future__ import annotations
@@ -61,6 +62,36 @@ def shapes_pictures() -> None:
     print(path.relative_to(ROOT))
 
 
+def motion_pictures(steps: int = 128) -> None:
+    """Grad-CAM over time of a clip moving right, and the preferred video of every class (as the tests make them),
+    each animated (WebP) and as a static strip."""
+    from examples.motion.motion_data import CLASSES, make_clips, write_video
+    from tests.services import motion_service
+    from vizserve import Limits
+
+    svc = motion_service(Limits(max_busy_seconds=1200))
+    clips, labels, _ = make_clips(24, seed=2026)
+    buf = io.BytesIO()
+    write_video(clips[labels.tolist().index(CLASSES.index("right"))], buf)
+    for fmt in ("webp", "png"):
+        [reply] = svc.handle([{"data": buf.getvalue(), "mode": "gradcam", "format": fmt}])
+        path = ROOT / "docs" / f"motion_gradcam_right.{fmt}"
+        path.write_bytes(reply.body)
+        print(path.relative_to(ROOT))
+    [reply] = svc.handle([{"mode": "actmax", "channel": "0-5", "steps": str(steps), "raw": "true"}])
+    entries = json.loads(reply.body)["actmax"]
+    for e in entries:
+        path = ROOT / "docs" / f"motion_prefers_{e['label']}.webp"
+        path.write_bytes(base64.b64decode(e["animation"]))
+        print(path.relative_to(ROOT), "end", round(e["end"], 2))
+    videos = torch.stack([torch.from_numpy(np.load(io.BytesIO(base64.b64decode(e["raw"])))) for e in entries])
+    frames = videos[:, :, ::2].transpose(1, 2).flatten(0, 1)  # every second frame, a row per class
+    grid = make_grid(torch.nn.functional.interpolate(frames, scale_factor=2, mode="nearest"), nrow=8, padding=2)
+    path = ROOT / "docs" / "motion_actmax.png"
+    path.write_bytes(render._png(render._to_uint8(grid)))
+    print(path.relative_to(ROOT))
+
+
 def main() -> None:
     model = build_model("alexnet")
     model.load_state_dict(random_state_dict("alexnet", seed=0))
@@ -78,5 +109,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
-    shapes_pictures()
+    which = sys.argv[1:] or ["alexnet", "shapes", "motion"]
+    for name, make in (("alexnet", main), ("shapes", shapes_pictures), ("motion", motion_pictures)):
+        if name in which:
+            make()

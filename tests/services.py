@@ -1,4 +1,4 @@
-"""Services the edge and handler tests share: the tiny hand-set model and the trained shapes model."""
+"""Services the tests share: the tiny hand-set model and the trained shapes and motion models."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from vizserve import Limits, VizService
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = ROOT / "examples" / "shapes"
+MOTION = ROOT / "examples" / "motion"
 
 
 def tiny_spec() -> ModelSpec:
@@ -45,3 +46,11 @@ def shapes_model() -> torch.nn.Module:
 
 def shapes_service(limits: Limits = Limits()) -> VizService:
     return VizService(shapes_model(), shapes_spec(), device=torch.device("cpu"), name="shapes_viz", limits=limits)
+
+
+def motion_service(limits: Limits = Limits()) -> VizService:
+    """The trained video example, as ``./archive.sh motion`` serves it."""
+    doc = json.loads((MOTION / "model.json").read_text())
+    spec = ModelSpec.from_dict(doc, arch="motion", weights="file:weights.pt")
+    model = load_weights(model_from_file(MOTION / "model.py"), read_state_dict(MOTION / "weights.pt")).eval()
+    return VizService(model, spec, device=torch.device("cpu"), name="motion_viz", limits=limits)

@@ -30,13 +30,15 @@ def server(tmp_path_factory, alexnet_weights):
         ["--random-weights", "resnet18"],
         ["--random-weights", "inception_v3"],  # another family: 299 px, transform_input, a concatenating last stage
         ["shapes"],
+        ["--random-weights", "r3d_18"],  # the video family: Kinetics labels, 16 x 112 x 112 clips
+        ["motion"],  # the project's own video model, trained
         ["--max-busy-seconds", "3", "--response-timeout", "10", str(short)],
     ):
         subprocess.run([str(ROOT / "archive.sh"), "--out", str(store), *args], check=True, timeout=600)
     try:
         # Leaving the block stops TorchServe and raises if any of it is still running: a failed teardown.
         archives = ["alexnet_viz.mar", "resnet18_viz.mar", "inception_v3_viz.mar", "shapes_viz.mar",
-                    "shapes_short_viz.mar"]  # fmt: skip
+                    "shapes_short_viz.mar", "r3d_18_viz.mar", "motion_viz.mar"]  # fmt: skip
         with local_torchserve(store, archives, work) as srv:
             yield srv
     finally:
