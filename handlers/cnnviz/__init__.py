@@ -5,7 +5,7 @@ of PNG or base64 (the edge, :mod:`vizserve`, does that). Inputs are ``[N, C, *S]
 and ``T, H, W`` for video, and the operations that allow it are written over ``x.shape[2:]``.
 """
 
-from .actmax import ActmaxResult, Objective, Settings, Target, actmax, invert
+from .actmax import ActmaxResult, Objective, Optimization, Settings, Target, actmax, invert, shared_copy
 from .attributions import BASELINES, SALIENCY_METHODS, attribution_map, baseline, deconv_projection, saliency
 from .cam import CAM_METHODS, BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, GuidedGradCAM, upsample
 from .capture import LayerHooks, capture_outputs, restore_mode
@@ -36,10 +36,12 @@ __all__ = [
     "TRANSFORMERS",
     "ActmaxResult",
     "Objective",
+    "Optimization",
     "Settings",
     "Target",
     "actmax",
     "invert",
+    "shared_copy",
     "BASELINES",
     "SALIENCY_METHODS",
     "CAM_METHODS",
