@@ -31,8 +31,8 @@ from torch import nn
 from .capture import LayerHooks, restore_mode
 
 __all__ = [
-    "ActmaxResult", "Objective", "Optimization", "Settings", "Target", "actmax", "fft_image", "invert", "pixel_image",
-    "robustness_transforms", "shared_copy",
+    "ActmaxResult", "FeatureMatch", "Objective", "Optimization", "Settings", "Target", "actmax", "fft_image",
+    "invert", "pixel_image", "robustness_transforms", "shared_copy",
 ]  # fmt: skip
 
 # Lucid's colour correlation (square root of the ImageNet colour covariance, by SVD), normalized by its largest norm.
@@ -310,7 +310,7 @@ class Optimization:
     its hooks are its own, so two optimizations must not share one module tree (:func:`shared_copy`).
     """
 
-    def __init__(self, model: nn.Module, k: int, objective: Objective | _Match, cfg: Settings) -> None:
+    def __init__(self, model: nn.Module, k: int, objective: Objective | FeatureMatch, cfg: Settings) -> None:
         self.started = time.perf_counter()
         self.cfg, self.objective, self.model = cfg, objective, model
         device = next(model.parameters()).device
@@ -390,6 +390,24 @@ class Optimization:
             self.close()
         return ActmaxResult(final, self.start, end, self.done, time.perf_counter() - self.started, stopped_early)
 
+    def run(self, progress: Progress | None = None) -> ActmaxResult:
+        """All steps in a row. With ``cfg.budget_s``, a step is started only if the time spent plus the longest step
+        so far fits the budget (the first step only if the setup fits it); ``progress(step, objective, images)``
+        after each step."""
+        budget, longest = self.cfg.budget_s, 0.0
+        try:
+            while not self.finished:
+                if budget is not None and time.perf_counter() - self.started + longest > budget:
+                    return self.finish(True)
+                t0 = time.perf_counter()
+                value = self.step()
+                longest = max(longest, time.perf_counter() - t0)
+                if progress is not None:
+                    progress(self.done, value, self.image)
+            return self.finish(False)
+        finally:
+            self.close()
+
     def close(self) -> None:
         """Hooks off, the model's mode and parameter flags back (idempotent)."""
         if not self._open:
@@ -404,31 +422,19 @@ class Optimization:
 
 
 def _optimize(
-    model: nn.Module, k: int, objective: Objective | _Match, cfg: Settings, progress: Progress | None
+    model: nn.Module, k: int, objective: Objective | FeatureMatch, cfg: Settings, progress: Progress | None
 ) -> ActmaxResult:
-    """All steps of an :class:`Optimization` in a row. With ``cfg.budget_s``, a step is started only if the time
-    spent plus the longest step so far fits the budget (the first step only if the setup fits it)."""
-    run = Optimization(model, k, objective, cfg)
-    longest = 0.0
-    try:
-        while not run.finished:
-            if cfg.budget_s is not None and time.perf_counter() - run.started + longest > cfg.budget_s:
-                return run.finish(True)
-            t0 = time.perf_counter()
-            value = run.step()
-            longest = max(longest, time.perf_counter() - t0)
-            if progress is not None:
-                progress(run.done, value, run.image)
-        return run.finish(False)
-    finally:
-        run.close()
+    return Optimization(model, k, objective, cfg).run(progress)
 
 
 def shared_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model``'s module tree that shares its parameters and buffers (no memory for weights), with hooks
-    of its own: an optimization on the copy registers hooks that no other pass of ``model`` sees. Make it while no
-    hooks are on ``model`` (they would be copied)."""
-    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    """A copy of ``model``'s module tree whose parameters share the weights' memory (no memory for weights) but are
+    tensors of their own that need no gradient, and whose hooks are its own: an optimization on the copy registers
+    hooks that no other pass of ``model`` sees, and never changes a flag of ``model``'s parameters. Buffers are
+    shared. Make it while no hooks are on ``model`` (they would be copied)."""
+    memo: dict[int, object] = {id(b): b for b in model.buffers()}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=False)
     return copy.deepcopy(model, memo)
 
 
@@ -452,10 +458,10 @@ def invert(
     at ``layer`` matches that of ``x`` (normalized ``[3, H, W]``). The objective is minus the relative squared error
     ``|f(image) - f(x)|^2 / |f(x)|^2``, so ``result.end`` is minus the final match error; the default smoothness prior
     is total variation (``tv=0.05``), without transforms."""
-    return _optimize(model, 1, _Match(model, x, layer), settings, progress)
+    return _optimize(model, 1, FeatureMatch(model, x, layer), settings, progress)
 
 
-class _Match(_Hooked):
+class FeatureMatch(_Hooked):
     """Minus the relative squared error between ``layer``'s output for a batch and for the image ``x``."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, layer: str) -> None:

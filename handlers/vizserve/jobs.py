@@ -22,6 +22,7 @@ This module knows nothing of TorchServe, torch or the modes: a job is any :class
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -271,6 +272,7 @@ class JobScheduler:
         self._jobs: dict[str, Job] = {}
         self._cond = threading.Condition()
         self._swept = float("-inf")
+        self._stopping = False
         self.pid = os.getpid()
 
     # -- the request path -----------------------------------------------------------------------------------------
@@ -299,7 +301,23 @@ class JobScheduler:
         if self._use_thread and (self._thread is None or not self._thread.is_alive()):
             self._thread = threading.Thread(target=self._loop, name="viz-jobs", daemon=True)
             self._thread.start()
+            atexit.register(self.stop)  # a daemon thread killed inside torch at exit aborts the process
         return dict(job.snapshot)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the thread after its current step; the jobs left are dropped (and lost for their pollers)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        with self._cond:
+            jobs, self._jobs = list(self._jobs.values()), {}
+        for job in jobs:
+            try:
+                job.work.close()
+            except Exception:
+                log.exception("job %s: close failed", job.id)
 
     def poll(self, job_id: str) -> Outcome:
         """What a poll answers: 202 with the progress while the job is queued or running, its answer once it is
@@ -341,10 +359,12 @@ class JobScheduler:
                 log.exception("job thread set-up failed")
         while True:
             with self._cond:
-                while not self._jobs:
+                while not self._jobs and not self._stopping:
                     self._cond.wait(timeout=30)
                     if not self._jobs:
                         self._maybe_sweep()
+                if self._stopping:
+                    return
             self.run_once()
 
     def run_once(self) -> bool:
@@ -368,10 +388,11 @@ class JobScheduler:
             work.step()
             spent = self._clock() - t0
             job.compute += spent
-            if job.started:
+            first = not job.started
+            if not first:
                 job.recent.append(spent)
             job.started = True
-            if self._clock() - job.written >= self.limits.progress_every:
+            if first or self._clock() - job.written >= self.limits.progress_every:
                 self._write(job, "running", preview=True)
         except Exception as exc:
             log.exception("job %s failed", job.id)
@@ -429,6 +450,8 @@ class JobScheduler:
     def _live(self, job: Job, snapshot: dict[str, Any]) -> dict[str, Any]:
         """A poll's view: the last snapshot, with the clock and the projection brought up to date."""
         out = dict(snapshot)
+        if job.started:
+            out.update(state="running", step=job.work.done)
         share = max(1, len(self._jobs))
         left = self._remaining(job)
         out.update(

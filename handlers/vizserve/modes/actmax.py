@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from cnnviz import InvalidOption, Settings, Target, actmax
+from cnnviz import InvalidOption, Objective, Optimization, Settings, Target
 
 from ..options import Option, as_int, as_names
 from .optimizing import COMMON, Optimizing
@@ -68,9 +68,16 @@ class Actmax(Optimizing):
         values["targets"] = tuple(Target(layer, c, y, x) for c in channels)
         return values
 
-    def run(self, served, values, x, budget_s, progress):
+    def targets(self, values):
+        return len(values["targets"])
+
+    def start(self, served, values, x):
+        settings = Settings(**self.settings(served, values, x, None))
         targets = list(values["targets"])
-        result = actmax(served.model, targets, Settings(**self.settings(served, values, x, budget_s)), progress)
+        return Optimization(served.model, len(targets), Objective(served.model, targets), settings)
+
+    def present(self, served, values, result):
+        targets = list(values["targets"])
         entries = [
             self.entry(
                 values, result, k, layer=t.layer or "classes", channel=t.channel,
