@@ -146,7 +146,7 @@ class VizService:
             try:
                 fields = fields_of(item)
                 if self.jobs is not None and set(fields) == {"job"}:
-                    replies[i] = self.poll(fields["job"])
+                    replies[i] = replace(self.poll(fields["job"]), modes=("job",))  # its metrics: Mode="job"
                     continue
                 req = parse_request(fields, self.served, explain=bool(explain and explain[i]))
                 if self.jobs is not None and self._optimizations(req):
