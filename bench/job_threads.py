@@ -50,13 +50,16 @@ def main() -> None:
     model.load_state_dict(random_state_dict("alexnet", seed=0))
     image = (ROOT / "docs" / "grace_hopper.jpg").read_bytes()
     out: dict = {"cpus": torch.get_num_threads(), "set_num_threads": per_thread_setting()}
-    for job_threads in (None, 1, 2):
+    request_default = torch.get_num_threads()
+    for job_threads, request_threads in ((None, request_default), (None, 1), (1, request_default), (1, 1),
+                                         (2, request_default)):  # fmt: skip
+        torch.set_num_threads(request_threads)
         svc = VizService(model.eval(), torchvision_spec("alexnet"), device=torch.device("cpu"), name="alexnet_viz",
                          limits=replace(Limits(), job_threads=job_threads or 1))  # fmt: skip
         svc.jobs = job_scheduler("alexnet_viz", svc.limits, tempfile.mkdtemp())
         svc.handle([{"data": image}])  # warm
         if job_threads:
-            [r] = svc.handle([{"mode": "actmax", "layer": "features.10", "channel": "0-7", "steps": "2048"}])
+            [r] = svc.handle([{"mode": "actmax", "layer": "features.10", "channel": "0-7", "steps": "100"}])
             assert r.status == 202, r.body[:300]
             submitted = time.monotonic()
             time.sleep(3)
@@ -67,7 +70,7 @@ def main() -> None:
             ms.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.1)
         ms.sort()
-        key = f"job_threads={job_threads}" if job_threads else "no job"
+        key = (f"job_threads={job_threads}" if job_threads else "no job") + f", request_threads={request_threads}"
         out[key] = {"p50_ms": round(statistics.median(ms), 1), "p90_ms": round(ms[int(0.9 * len(ms))], 1),
                     "max_ms": round(ms[-1], 1)}  # fmt: skip
         if job_threads:

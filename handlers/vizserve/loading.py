@@ -20,7 +20,7 @@ from .jobs import JobLimits, JobScheduler, JobStore, default_job_dir
 from .served import Limits
 from .service import VizService
 
-__all__ = ["SPEC_FILE", "job_scheduler", "load_service", "model_for"]
+__all__ = ["SPEC_FILE", "job_scheduler", "load_service", "model_for", "split_threads"]
 
 SPEC_FILE = "spec.json"
 
@@ -43,10 +43,18 @@ def job_scheduler(name: str, limits: Limits, folder: str | Path | None = None, *
         keep_seconds=float(limits.job_keep_seconds),
     )
     store = JobStore(Path(folder) if folder else default_job_dir(name), job_limits)
-    # torch.set_num_threads in a thread sets that thread's OpenMP team size (and threads started later), not the
-    # request thread's, which keeps its own (measured: README, "Slow work")
-    threads = max(1, limits.job_threads)
+    threads, _ = split_threads(limits)
     return JobScheduler(store, job_limits, on_thread_start=lambda: torch.set_num_threads(threads), **kw)
+
+
+def split_threads(limits: Limits, cores: int | None = None) -> tuple[int, int]:
+    """torch's intra-op threads for the job thread and for the request thread: ``limits.job_threads`` (0: half
+    of the cores, at least 1) and the rest (at least 1). ``torch.set_num_threads`` in a thread sets that thread's
+    OpenMP team (and the default of threads started after it), not that of threads already running (checked in
+    this build: README, "Optimizations are jobs"), so each thread sets its own."""
+    cores = cores or torch.get_num_threads()
+    job = limits.job_threads or max(1, cores // 2)
+    return job, max(1, cores - job)
 
 
 def load_service(
@@ -65,5 +73,10 @@ def load_service(
     scheduler = job_scheduler(name, limits, cfg.get("job_dir")) if jobs else None
     service = VizService(model, spec, device=device, name=name, limits=limits, jobs=scheduler)
     if jobs:
-        service.calibrate()
+        job_threads, request_threads = split_threads(limits)
+        torch.set_num_threads(job_threads)  # measured as the job thread will run
+        try:
+            service.calibrate()
+        finally:
+            torch.set_num_threads(request_threads)  # this (the request) thread, from now on
     return service

@@ -29,7 +29,9 @@ class Limits:
     max_jobs: int = 4  # jobs one worker holds at once; one more is answered 429
     job_keep_seconds: int = 600  # a finished job's answer is kept this long after it ends
     refuse_factor: int = 3  # a job whose estimate is over this many times max_busy_seconds is refused (422)
-    job_threads: int = 1  # torch's intra-op threads in the job thread (the request thread keeps its own)
+    # torch's intra-op threads of the job thread; the request thread gets the rest of the cores. 0: half the cores
+    # (at least 1). Oversubscribed (1 + 2 threads on 2 cores) a classify beside a job took 4x longer (README).
+    job_threads: int = 0
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Limits:

@@ -57,10 +57,12 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def job_dir(tmp_path_factory):
+    threads = torch.get_num_threads()  # initialize() splits the cores between its thread and the job thread
     with pytest.MonkeyPatch.context() as mp:
         folder = tmp_path_factory.mktemp("jobs")
         mp.setenv("VIZ_JOB_DIR", str(folder))
         yield folder
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +224,13 @@ def test_a_full_worker_answers_429_with_retry_after(handler, model_dir):
         handler.handle([{"job": job.id.encode()}], poll)
         assert poll.status[0][0] in (200, 202)
     handler.service.jobs.stop()  # not run to the end here
+
+
+def test_the_cores_are_split_between_the_request_and_the_job_thread():
+    from vizserve import Limits
+    from vizserve.loading import split_threads
+
+    assert split_threads(Limits(), cores=2) == (1, 1)
+    assert split_threads(Limits(), cores=16) == (8, 8)
+    assert split_threads(Limits(job_threads=3), cores=16) == (3, 13)
+    assert split_threads(Limits(), cores=1) == (1, 1)
