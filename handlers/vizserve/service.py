@@ -358,8 +358,9 @@ class VizService:
     def estimate(self, req: VizRequest) -> dict[str, Any]:
         """The compute the request's optimizations will take, from :meth:`calibrate`: with ``n`` = targets x
         (size / input size)^2, steps x (fixed + per image x n) plus the set-up and the final scoring and encoding
-        at the same scale. Raises :class:`cnnviz.OverBudget` (422) when it is over ``refuse_factor`` x the budget;
-        between 1x and that, the job runs and stops early with what it has."""
+        at the same scale. Raises :class:`cnnviz.OverBudget` (422) when it is over ``refuse_factor`` x the budget,
+        or when not even its set-up, one step and its answer fit the budget; between 1x and ``refuse_factor`` x,
+        the job runs and stops early with what it has."""
         cost, limits = self.calibrate(), self.limits
         side = self.spec.input_shape[-1]
 
@@ -376,17 +377,20 @@ class VizService:
         reserve = sum(part("finish", n) for _, _, n, _ in parts)
         limit = limits.max_busy_seconds * limits.refuse_factor
         about = {"estimate_s": round(total, 1), "step_s": round(step_s, 4), "budget_s": limits.max_busy_seconds}
-        if total > limit:
-            name, v, n, own = parts[0]
+        name, v, n, own = parts[0]
+        one_step = part("setup", n) + part("finish", n) + step_s + (total - own)  # the least useful job
+        if total > limit or one_step > limits.max_busy_seconds:
             room = limit - (total - own) - part("setup", n) - part("finish", n)
-            fit = max(0, int(room / step_s))
+            fit = max(0, int(room / step_s)) if one_step <= limits.max_busy_seconds else 0
             targets = MODES[name].targets(v)
-            advice = f"at most {fit} steps fit at this size with {targets} targets" if fit else "no step fits"
+            advice = (f"at most {fit} steps fit at this size with {targets} targets" if fit else
+                      f"not even one step fits the budget at this size with {targets} targets")  # fmt: skip
             raise OverBudget(
                 f"this optimization would take about {total:,.0f} s of compute on this worker ({step_s:.3f} s a "
                 f"step for {targets} targets at {v['size']} px, from steps measured on this model at {side} px, x "
-                f"{v['steps']} steps), more than {limits.refuse_factor} x the {limits.max_busy_seconds} s a job gets "
-                f"(max_busy_seconds); {advice}: ask for fewer steps, fewer targets or a smaller size",
+                f"{v['steps']} steps; {one_step:.1f} s for its set-up, one step and its answer); a job gets "
+                f"{limits.max_busy_seconds} s (max_busy_seconds) and is refused over {limits.refuse_factor} x that, "
+                f"or when not one step fits; {advice}: ask for fewer steps, fewer targets or a smaller size",
                 estimate_s=round(total, 1), limit_s=limit, budget_s=limits.max_busy_seconds, max_steps=fit,
             )  # fmt: skip
         return {**about, "reserve_s": reserve, "first_step_s": step_s}

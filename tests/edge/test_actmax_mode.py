@@ -215,6 +215,21 @@ def test_an_optimization_far_over_the_budget_is_refused_with_the_estimate(jobs_s
     jobs_svc.jobs._jobs.clear()
 
 
+def test_a_job_where_not_one_step_fits_the_budget_is_refused(jobs_svc):
+    cost = jobs_svc.calibrate()
+    fields = {"mode": "actmax", "layer": "features.3", "channel": "0-23", "size": "512", "steps": "1"}
+    req = parse_request(fields, jobs_svc.served)
+    one = jobs_svc.estimate(req)["estimate_s"]
+    tight = VizService(jobs_svc.model, jobs_svc.spec, device=torch.device("cpu"), name="shapes_viz",
+                       limits=Limits(max_busy_seconds=max(1, int(one / 2))), jobs=jobs_svc.jobs)  # fmt: skip
+    tight._cost = cost
+    if one / 2 < 1:
+        pytest.skip(f"one step of 24 images at 512 px takes {one} s here: below any whole-second budget")
+    [refused] = tight.handle([fields])
+    out = json.loads(refused.body)
+    assert refused.status == 422 and out["max_steps"] == 0 and "not even one step fits" in out["message"]
+
+
 def test_the_estimate_is_within_a_factor_of_the_measured_time(jobs_svc):
     cases = [
         {"mode": "actmax", "channel": "0-5", "steps": "24"},
