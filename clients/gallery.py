@@ -13,6 +13,7 @@ import argparse
 import base64
 import html
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -47,6 +48,18 @@ def post(args, fields: dict, image: Path | None = None) -> dict:
     try:
         r = requests.post(f"{args.url}/predictions/{args.model}", data=fields, files=files, timeout=600,
                           headers={"Authorization": f"Bearer {token(args)}"})  # fmt: skip
+        if r.status_code == 202:  # an optimization job: poll it until its answer comes
+            url, job = f"{args.url}/predictions/{args.model}", r.json()["job"]
+            print(f"{fields.get('mode')}: job {job}", end="", flush=True)
+            while r.status_code == 202:
+                time.sleep(1)
+                r = requests.post(url, data={"job": job}, headers={"Authorization": f"Bearer {token(args)}"},
+                                  timeout=60)  # fmt: skip
+                if r.status_code == 202:
+                    state = r.json()
+                    print(f"\r{fields.get('mode')}: job {job} step {state['step']}/{state['steps']}", end="",
+                          flush=True)  # fmt: skip
+            print()
     except requests.ConnectionError:
         sys.exit(f"cannot reach {args.url}: is the server running? (./serve.sh)")
     if r.status_code != 200:

@@ -7,12 +7,15 @@
   python clients/viz_client.py cat.jpg --raw --out pictures/              # also saves the .npy arrays
   python clients/viz_client.py cat.jpg --mode gradcam --method gradcam++ --target "tiger cat"
   python clients/viz_client.py shape.png --model shapes_viz --mode gradcam,saliency --method guided_backprop
-  python clients/viz_client.py --mode actmax --layer features.10 --channel 0-15 --stream --out pictures/
+  python clients/viz_client.py --mode actmax --layer features.10 --channel 0-15 --out pictures/  # a job, polled
   python clients/viz_client.py --mode actmax --channel "tabby,goldfish"   # class images, no image needed
   python clients/viz_client.py cat.jpg --mode saliency --method smoothgrad -o samples=32 -o noise=0.2
   python clients/viz_client.py cat.jpg --mode deconv --layer features.8
-  python clients/viz_client.py cat.jpg --mode invert --layer features.6 --stream
+  python clients/viz_client.py cat.jpg --mode invert --layer features.6
   python clients/viz_client.py --mode filters --layers features.0
+
+actmax and invert run as jobs on the server: the request is answered 202 with a job ID at once, and the client
+polls it (field job=ID) every --poll seconds, printing the progress, until the answer comes.
 
 The token comes from --token, else $VIZ_TOKEN, else key_file.json in the folder TorchServe was started from.
 """
@@ -24,6 +27,7 @@ import base64
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -60,7 +64,8 @@ def main() -> int:
     p.add_argument("--normalize", choices=("channel", "layer"))
     p.add_argument("--channel", help="actmax targets: 3, 3,7,9, 0-15, or class labels")
     p.add_argument("--steps", help="actmax/invert steps (default 256)")
-    p.add_argument("--stream", action="store_true", help="show progress while actmax/invert runs")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between polls of an actmax/invert job")
+    p.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)  # the old name: progress is always shown
     p.add_argument("--raw", action="store_true", help="also save the arrays as .npy")
     p.add_argument(
         "-o", "--option", action="append", default=[], metavar="KEY=VALUE",
@@ -75,8 +80,6 @@ def main() -> int:
     fields = {k: v for k, v in vars(args).items() if k in options and v}
     if args.raw:
         fields["raw"] = "true"
-    if args.stream:
-        fields["stream"] = "true"
     for option in args.option:
         key, sep, value = option.partition("=")
         if not sep or not key:
@@ -100,13 +103,34 @@ def main() -> int:
     return 0
 
 
+def follow(url: str, headers: dict, state: dict, every: float = 1.0) -> requests.Response:
+    """Poll a job (POST field job=ID) until it is no longer queued or running, printing a progress bar; returns
+    the final response (the request's answer, or its error)."""
+    job = state["job"]
+    print(f"  job {job}: about {state.get('estimate_s', '?')} s of compute (budget {state['budget']['compute_s']} s)")
+    while True:
+        time.sleep(every)
+        r = requests.post(url, data={"job": job}, headers=headers, timeout=60)
+        if r.status_code != 202:
+            print()
+            return r
+        state = r.json()
+        done = state["step"] / max(1, state["steps"])
+        bar = "#" * round(30 * done) + "." * (30 - round(30 * done))
+        best = f"  best {max(state['objective']):.4g}" if state.get("objective") else ""
+        print(f"\r  {state.get('running', state['mode'])} [{bar}] {state['step']}/{state['steps']}  "
+              f"{state['elapsed_s']:.0f} s{best}", end="", flush=True)  # fmt: skip
+
+
 def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) -> dict:
     """One request; prints the top-k table and saves every picture. Exits with a plain message on an error."""
     files = {"data": (image.name, image.read_bytes())} if image else None
     url = f"{args.url}/predictions/{args.model}"
+    headers = {"Authorization": f"Bearer {token(args)}"}
     try:
-        r = requests.post(url, data=fields, files=files, headers={"Authorization": f"Bearer {token(args)}"},
-                          timeout=300, stream=args.stream)  # fmt: skip
+        r = requests.post(url, data=fields, files=files, headers=headers, timeout=300)
+        if r.status_code == 202:  # an optimization job: poll it, showing the progress
+            r = follow(url, headers, r.json(), args.poll)
     except requests.ConnectionError:
         sys.exit(f"cannot reach {args.url}: is the server running? (./serve.sh)")
     if r.status_code != 200:
@@ -116,25 +140,7 @@ def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) ->
             err = {"message": r.text}
         hint = " (keys expire: restart with ./serve.sh or read the new key_file.json)" if "Token" in r.text else ""
         sys.exit(f"HTTP {r.status_code}: {err.get('message', err)}{hint}")
-    if args.stream:
-        out = None
-        for line in r.iter_lines():
-            if not line:
-                continue
-            message = json.loads(line)
-            if "step" in message:
-                done = message["step"] / message["steps"]
-                bar = "#" * round(30 * done) + "." * (30 - round(30 * done))
-                best = max(message["objective"])
-                print(f"\r  {message['mode']} [{bar}] {message['step']}/{message['steps']}  best {best:.4g}",
-                      end="", flush=True)  # fmt: skip
-            else:
-                out = message
-        print()
-        if out is None:
-            sys.exit("the stream ended without an answer")
-    else:
-        out = r.json()
+    out = r.json()
     print(f"{out['model']} ({out['arch']}, weights {out['weights']}, on {out['device']})")
     for p_ in out.get("predictions", []):
         print(f"  {p_['score']:8.4f}  {p_['index']:4d}  {p_['label']}")

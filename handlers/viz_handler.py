@@ -24,14 +24,6 @@ def select_device(gpu_id) -> torch.device:
     return torch.device("cpu")
 
 
-def _send_progress(context, idx: int, chunk: bytes) -> None:
-    """One streamed progress chunk for request ``idx`` of the batch, through TorchServe's intermediate responses."""
-    from ts.handler_utils.utils import send_intermediate_predict_response  # only inside a TorchServe worker
-
-    context.set_response_content_type(idx, "application/json")
-    send_intermediate_predict_response({idx: chunk}, {idx: context.request_ids[idx]}, "progress", 200, context)
-
-
 def _record_metrics(context, replies, batch_ms: float) -> None:
     """Per-mode request counts (with the status) and latencies as TorchServe custom metrics; with
     ``metrics_mode=prometheus`` and ``model_metrics_auto_detect=true`` they appear on the metrics endpoint as
@@ -67,7 +59,8 @@ class VizHandler:
         props = context.system_properties
         device = select_device(props.get("gpu_id"))
         cfg = (context.model_yaml_config or {}).get("handler", {})
-        self.service = load_service(props["model_dir"], cfg, device=device, name=context.model_name)
+        # optimizations run as jobs on a thread of this worker, beside the request path (vizserve.jobs)
+        self.service = load_service(props["model_dir"], cfg, device=device, name=context.model_name, jobs=True)
         log.info("loaded %s (%s, weights %s) on %s", context.model_name, cfg.get("arch"), cfg.get("weights"), device)
         self.initialized = True
 
@@ -76,9 +69,11 @@ class VizHandler:
         data = data or []
         # TorchServe's /explanations/{model} (and KServe's :explain) mark each request with this header.
         explain = [str(context.get_request_header(i, "explain")).lower() == "true" for i in range(len(data))]
-        replies = self.service.handle(data, explain, emit=lambda idx, chunk: _send_progress(context, idx, chunk))
+        replies = self.service.handle(data, explain)
         for idx, reply in enumerate(replies):
             context.set_response_status(reply.status, reply.phrase, idx)
             context.set_response_content_type(idx, reply.content_type)
+            for key, value in reply.headers:
+                context.set_response_header(idx, key, value)
         _record_metrics(context, replies, (time.perf_counter() - started) * 1000)
         return [reply.body for reply in replies]

@@ -113,6 +113,8 @@ def model_config(spec: ModelSpec, args: argparse.Namespace) -> dict:
         "max_image_pixels": args.max_image_pixels,
         "max_input_side": args.max_input_side,
         "max_busy_seconds": args.max_busy_seconds,
+        "job_wall_seconds": args.job_wall_seconds,
+        "max_jobs": args.max_jobs,
     }
     limit = max_response_size(Path(args.config))
     if limit:
@@ -198,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-image-pixels", type=int, default=50_000_000, help="pixel cap, checked before decoding")
     p.add_argument("--max-input-side", type=int, default=1024, help="largest H or W of a .npy input")
     p.add_argument("--max-busy-seconds", type=int, default=90,
-                   help="time budget of a batch's actmax/invert, below --response-timeout (default 90)")  # fmt: skip
+                   help="compute seconds an actmax/invert job gets (default 90)")  # fmt: skip
+    p.add_argument("--job-wall-seconds", type=int, default=300,
+                   help="a job's answer is ready at most this long after its submission (default 300)")  # fmt: skip
+    p.add_argument("--max-jobs", type=int, default=4, help="optimization jobs one worker holds at once (default 4)")
     p.add_argument(
         "--archive-format", default="zip-store", choices=("zip-store", "default", "no-archive"),
         help="zip-store (default: weights do not compress), default (deflate) or no-archive (a folder)",
@@ -211,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 torchvision_spec(arch, args.weights_name)
             except InvalidOption as exc:
                 p.error(str(exc))
-    if args.max_busy_seconds >= args.response_timeout:
-        p.error("--max-busy-seconds must stay below --response-timeout, or TorchServe kills the worker first")
+    if args.max_busy_seconds > args.job_wall_seconds:
+        p.error("--max-busy-seconds (compute a job gets) cannot exceed --job-wall-seconds (its wall-clock ceiling)")
     if args.weights and len(args.arch) > 1:
         p.error("--weights FILE holds one architecture's weights: name exactly one ARCH")
     socket.setdefaulttimeout(60)  # a download that cannot connect should fail, not hang

@@ -50,6 +50,22 @@ class Server:
         session = kw.pop("session", requests)
         return session.post(f"{self.url}/predictions/{model}", headers=headers, timeout=120, **kw)
 
+    def job(self, model: str, timeout: float = 300, every: float = 0.5, **kw) -> tuple[requests.Response, list[dict]]:
+        """Submit an optimization (``kw`` as for :meth:`post`), poll it until it is done, and return the final
+        response with the states polled on the way (the submission's 202 state first). A response other than 202
+        to the submission is returned as it is."""
+        first = self.post(model, **kw)
+        if first.status_code != 202:
+            return first, []
+        states = [first.json()]
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.post(model, data={"job": states[0]["job"]})
+            if r.status_code != 202 or time.monotonic() > deadline:
+                return r, states
+            states.append(r.json())
+            time.sleep(every)
+
     def worker_pids(self, model: str) -> list[int]:
         r = requests.get(
             f"{self.management}/models/{model}",
@@ -156,8 +172,9 @@ def stop_torchserve(cwd: Path, marker: Path, env: dict) -> list[int]:
 
 
 @contextmanager
-def seeded_alexnet_server(prefix: str) -> Iterator[Server]:
-    """A private TorchServe serving ``alexnet_viz`` with seeded random weights (seed 0), for the benchmarks."""
+def seeded_alexnet_server(prefix: str, archive_args: Sequence[str] = ()) -> Iterator[Server]:
+    """A private TorchServe serving ``alexnet_viz`` with seeded random weights (seed 0), for the benchmarks;
+    ``archive_args``: more options of archive.sh (caps, budgets)."""
     import tempfile
 
     import torch
@@ -169,7 +186,8 @@ def seeded_alexnet_server(prefix: str) -> Iterator[Server]:
         work = Path(tmp)
         weights = work / "alexnet_seeded.pt"
         torch.save(random_state_dict("alexnet", seed=0), weights)
-        build = [str(ROOT / "archive.sh"), "--weights", str(weights), "--out", str(work / "store"), "alexnet"]
+        build = [str(ROOT / "archive.sh"), "--weights", str(weights), "--out", str(work / "store"), *archive_args,
+                 "alexnet"]  # fmt: skip
         subprocess.run(build, check=True)
         with local_torchserve(work / "store", ["alexnet_viz.mar"], work) as server:
             yield server

@@ -5,11 +5,11 @@ of PNG or base64 (the edge, :mod:`vizserve`, does that). Inputs are ``[N, C, *S]
 and ``T, H, W`` for video, and the operations that allow it are written over ``x.shape[2:]``.
 """
 
-from .actmax import ActmaxResult, Objective, Settings, Target, actmax, invert
+from .actmax import ActmaxResult, FeatureMatch, Objective, Optimization, Settings, Target, actmax, invert, shared_copy
 from .attributions import BASELINES, SALIENCY_METHODS, attribution_map, baseline, deconv_projection, saliency
 from .cam import CAM_METHODS, BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, GuidedGradCAM, upsample
 from .capture import LayerHooks, capture_outputs, restore_mode
-from .errors import InputTooLarge, InvalidInput, InvalidOption, UnknownLayer, VizError
+from .errors import InputTooLarge, InvalidInput, InvalidOption, OverBudget, TooManyJobs, UnknownLayer, VizError
 from .inference import forward
 from .layers import LayerInfo, LayerTable, clip_text
 from .models import (
@@ -35,11 +35,14 @@ __all__ = [
     "VIDEO_ARCHITECTURES",
     "TRANSFORMERS",
     "ActmaxResult",
+    "FeatureMatch",
     "Objective",
+    "Optimization",
     "Settings",
     "Target",
     "actmax",
     "invert",
+    "shared_copy",
     "BASELINES",
     "SALIENCY_METHODS",
     "CAM_METHODS",
@@ -54,6 +57,8 @@ __all__ = [
     "saliency",
     "upsample",
     "InputTooLarge",
+    "OverBudget",
+    "TooManyJobs",
     "InvalidInput",
     "InvalidOption",
     "LayerHooks",

@@ -20,6 +20,7 @@ with its own objective (rows never mix, so each row's gradient is its own).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -32,8 +33,8 @@ from torch import nn
 from .capture import LayerHooks, restore_mode
 
 __all__ = [
-    "ActmaxResult", "Objective", "Settings", "Target", "actmax", "fft_image", "invert", "pixel_image",
-    "robustness_transforms",
+    "ActmaxResult", "FeatureMatch", "Objective", "Optimization", "Settings", "Target", "actmax", "fft_image",
+    "invert", "pixel_image", "robustness_transforms", "shared_copy",
 ]  # fmt: skip
 
 # Lucid's colour correlation (square root of the ImageNet colour covariance, by SVD), normalized by its largest norm.
@@ -325,76 +326,148 @@ class Settings:
 Progress = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
 
 
-def _optimize(
-    model: nn.Module, k: int, objective: Objective | _Match, cfg: Settings, progress: Progress | None
-) -> ActmaxResult:
-    """The loop shared by :func:`actmax` and :func:`invert`: ``objective`` maps a normalized batch to ``[K]``."""
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(cfg.seed)
-    init = cfg.init
-    if init is not None and init.dim() == 3 and tuple(init.shape[-2:]) != (cfg.size, cfg.size):
-        init = F.interpolate(init[None], size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)[0]
-    noise = cfg.init_noise if cfg.init_noise is not None else (0.01 if cfg.param == "fft" else 0.0)
-    make = {"fft": fft_image, "pixel": pixel_image}[cfg.param]
-    params, image = make(k, cfg.size, init=init, sd=noise, generator=gen, device=device, frames=cfg.frames)
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr)
-    else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
-    jitter = robustness_transforms(cfg.size, gen, cfg.time_jitter, cfg.strength) if cfg.transforms else (lambda x: x)
-    copies = max(1, cfg.copies) if cfg.transforms else 1  # copies of one untransformed image would be the same
-    spread = (1, 3) + (1,) * (2 if cfg.frames is None else 3)
-    m = torch.tensor(cfg.mean, device=device).view(spread)
-    s = torch.tensor(cfg.std, device=device).view(spread)
-    anchor = init.to(device)[None] if init is not None else None
-    layout = torch.channels_last if cfg.frames is None else torch.channels_last_3d  # faster convolutions on CPU
+class Optimization:
+    """The loop shared by :func:`actmax` and :func:`invert`, one step at a time, so that a scheduler can interleave
+    several optimizations and stop one between steps: ``objective`` maps a normalized batch to ``[K]``.
 
-    half = cfg.precision == "bfloat16"
+    Construction sets up the parameters and scores the first image (one forward pass); :meth:`step` runs one step;
+    :meth:`finish` scores the final image and releases the hooks (:meth:`close` releases them without a result).
+    The model's parameters must not need gradients while it runs (they get none: gradients flow to the image only);
+    its hooks are its own, so two optimizations must not share one module tree (:func:`shared_copy`).
+    """
 
-    def score(img: torch.Tensor) -> torch.Tensor:
-        x = ((img - m) / s).contiguous(memory_format=layout)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=half):
-            return objective(x).float()
-
-    started = time.perf_counter()
-    stopped, done = False, 0
-    frozen = [p.requires_grad for p in model.parameters()]
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)  # gradients flow to the image only
-        with restore_mode(model, train=False), torch.enable_grad(), objective:
+    def __init__(self, model: nn.Module, k: int, objective: Objective | FeatureMatch, cfg: Settings) -> None:
+        self.started = time.perf_counter()
+        self.cfg, self.objective, self.model = cfg, objective, model
+        device = next(model.parameters()).device
+        gen = torch.Generator().manual_seed(cfg.seed)
+        init = cfg.init
+        if init is not None and init.dim() == 3 and tuple(init.shape[-2:]) != (cfg.size, cfg.size):
+            init = F.interpolate(init[None], size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)[0]
+        noise = cfg.init_noise if cfg.init_noise is not None else (0.01 if cfg.param == "fft" else 0.0)
+        make = {"fft": fft_image, "pixel": pixel_image}[cfg.param]
+        self.params, self.image = make(k, cfg.size, init=init, sd=noise, generator=gen, device=device,
+                                       frames=cfg.frames)  # fmt: skip
+        if cfg.optimizer == "adam":
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        else:
+            self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=0.9)
+        self.jitter = (
+            robustness_transforms(cfg.size, gen, cfg.time_jitter, cfg.strength) if cfg.transforms else (lambda x: x)
+        )
+        self.copies = max(1, cfg.copies) if cfg.transforms else 1  # copies of one untransformed image: the same
+        spread = (1, 3) + (1,) * (2 if cfg.frames is None else 3)
+        self.m = torch.tensor(cfg.mean, device=device).view(spread)
+        self.s = torch.tensor(cfg.std, device=device).view(spread)
+        self.anchor = init.to(device)[None] if init is not None else None
+        self.layout = torch.channels_last if cfg.frames is None else torch.channels_last_3d  # faster on CPU
+        self.device = device
+        self.done = 0
+        self.value: torch.Tensor | None = None  # the objective of the last step [K]
+        self._frozen = [p.requires_grad for p in model.parameters()]
+        self._open = True
+        self._mode = restore_mode(model, train=False)
+        try:
+            for p in model.parameters():
+                p.requires_grad_(False)  # gradients flow to the image only
+            self._mode.__enter__()
+            objective.__enter__()
             with torch.no_grad():
-                start = score(image()).detach()
-            for step in range(cfg.steps):
-                if cfg.budget_s is not None and time.perf_counter() - started > cfg.budget_s:
-                    stopped = True
-                    break
-                opt.zero_grad(set_to_none=True)
-                value = 0.0
-                for _ in range(copies):  # one backward per copy: gradients add up, graphs do not pile up
-                    img = image()
-                    v = score(jitter(img))
-                    centred = (img - 0.5).flatten(1)
-                    penalty = cfg.l2 * (centred**2).mean(1) + cfg.l1 * centred.abs().mean(1)
-                    penalty = penalty + cfg.tv * _total_variation(img) + cfg.tv_time * _temporal_variation(img)
-                    if anchor is not None and cfg.init_weight:
-                        penalty = penalty + cfg.init_weight * ((img - anchor) ** 2).flatten(1).mean(1)
-                    ((penalty - v).sum() / copies).backward()  # rows are independent: each its own gradient
-                    value = value + v.detach() / copies
-                opt.step()
-                if cfg.blur_every and cfg.param == "pixel" and (step + 1) % cfg.blur_every == 0:
-                    with torch.no_grad():
-                        params[0].copy_(_gaussian_blur(params[0]))
-                done = step + 1
+                self.start = self._score(self.image()).detach()
+        except BaseException:
+            self.close()
+            raise
+
+    def _score(self, img: torch.Tensor) -> torch.Tensor:
+        x = ((img - self.m) / self.s).contiguous(memory_format=self.layout)
+        half = self.cfg.precision == "bfloat16"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=half):
+            return self.objective(x).float()
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.cfg.steps
+
+    def step(self) -> torch.Tensor:
+        """One step; returns the objective of the transformed image it optimized ``[K]``."""
+        cfg = self.cfg
+        self.opt.zero_grad(set_to_none=True)
+        value = torch.zeros(())
+        with torch.enable_grad():
+            for _ in range(self.copies):  # one backward per copy: gradients add up, graphs do not pile up
+                img = self.image()
+                v = self._score(self.jitter(img))
+                centred = (img - 0.5).flatten(1)
+                penalty = cfg.l2 * (centred**2).mean(1) + cfg.l1 * centred.abs().mean(1)
+                penalty = penalty + cfg.tv * _total_variation(img) + cfg.tv_time * _temporal_variation(img)
+                if self.anchor is not None and cfg.init_weight:
+                    penalty = penalty + cfg.init_weight * ((img - self.anchor) ** 2).flatten(1).mean(1)
+                ((penalty - v).sum() / self.copies).backward()  # rows are independent: each its own gradient
+                value = value + v.detach() / self.copies
+            self.opt.step()
+        if cfg.blur_every and cfg.param == "pixel" and (self.done + 1) % cfg.blur_every == 0:
+            with torch.no_grad():
+                self.params[0].copy_(_gaussian_blur(self.params[0]))
+        self.done += 1
+        self.value = value.detach()
+        return self.value
+
+    def finish(self, stopped_early: bool) -> ActmaxResult:
+        """Score the final image, release the hooks, and return the result."""
+        try:
+            with torch.no_grad():
+                final = self.image().detach()
+                end = self._score(final).detach()
+        finally:
+            self.close()
+        return ActmaxResult(final, self.start, end, self.done, time.perf_counter() - self.started, stopped_early)
+
+    def run(self, progress: Progress | None = None) -> ActmaxResult:
+        """All steps in a row. With ``cfg.budget_s``, a step is started only if the time spent plus the longest step
+        so far fits the budget (the first step only if the setup fits it); ``progress(step, objective, images)``
+        after each step."""
+        budget, longest = self.cfg.budget_s, 0.0
+        try:
+            while not self.finished:
+                if budget is not None and time.perf_counter() - self.started + longest > budget:
+                    return self.finish(True)
+                t0 = time.perf_counter()
+                value = self.step()
+                longest = max(longest, time.perf_counter() - t0)
                 if progress is not None:
-                    progress(done, value, image)
-            with torch.no_grad():
-                final = image().detach()
-                end = score(final).detach()
-    finally:
-        for p, was in zip(model.parameters(), frozen, strict=True):
-            p.requires_grad_(was)
-    return ActmaxResult(final, start, end, done, time.perf_counter() - started, stopped)
+                    progress(self.done, value, self.image)
+            return self.finish(False)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Hooks off, the model's mode and parameter flags back (idempotent)."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            self.objective.__exit__(None, None, None)
+            self._mode.__exit__(None, None, None)
+        finally:
+            for p, was in zip(self.model.parameters(), self._frozen, strict=True):
+                p.requires_grad_(was)
+
+
+def _optimize(
+    model: nn.Module, k: int, objective: Objective | FeatureMatch, cfg: Settings, progress: Progress | None
+) -> ActmaxResult:
+    return Optimization(model, k, objective, cfg).run(progress)
+
+
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s module tree whose parameters share the weights' memory (no memory for weights) but are
+    tensors of their own that need no gradient, and whose hooks are its own: an optimization on the copy registers
+    hooks that no other pass of ``model`` sees, and never changes a flag of ``model``'s parameters. Buffers are
+    shared. Make it while no hooks are on ``model`` (they would be copied)."""
+    memo: dict[int, object] = {id(b): b for b in model.buffers()}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=False)
+    return copy.deepcopy(model, memo)
 
 
 def actmax(
@@ -417,10 +490,10 @@ def invert(
     at ``layer`` matches that of ``x`` (normalized ``[3, H, W]``). The objective is minus the relative squared error
     ``|f(image) - f(x)|^2 / |f(x)|^2``, so ``result.end`` is minus the final match error; the default smoothness prior
     is total variation (``tv=0.05``), without transforms."""
-    return _optimize(model, 1, _Match(model, x, layer), settings, progress)
+    return _optimize(model, 1, FeatureMatch(model, x, layer), settings, progress)
 
 
-class _Match(_Hooked):
+class FeatureMatch(_Hooked):
     """Minus the relative squared error between ``layer``'s output for a batch and for the image ``x``."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, layer: str) -> None:

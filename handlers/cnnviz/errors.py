@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["VizError", "InvalidOption", "UnknownLayer", "InvalidInput", "InputTooLarge"]
+__all__ = ["VizError", "InvalidOption", "UnknownLayer", "InvalidInput", "InputTooLarge", "OverBudget", "TooManyJobs"]
 
 
 class VizError(ValueError):
@@ -26,8 +26,11 @@ class VizError(ValueError):
     def message(self) -> str:
         return str(self)
 
+    #: Facts a client can act on, added to the JSON (estimates, limits, when to retry).
+    extra: dict = {}
+
     def as_dict(self) -> dict:
-        return {"code": self.status, "type": self.type, "message": self.message}
+        return {"code": self.status, "type": self.type, "message": self.message, **self.extra}
 
 
 class InvalidOption(VizError):
@@ -46,3 +49,23 @@ class InputTooLarge(VizError):
     """The input, or the response it would produce, is over a configured cap."""
 
     status = 413
+
+
+class OverBudget(VizError):
+    """An optimization whose estimated compute is far over the job budget (refused before it starts)."""
+
+    status = 422
+
+    def __init__(self, message: str, **extra) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
+class TooManyJobs(VizError):
+    """The worker holds its maximum of jobs; ``retry_after_s`` says when to try again."""
+
+    status = 429
+
+    def __init__(self, message: str, **extra) -> None:
+        super().__init__(message)
+        self.extra = extra

@@ -16,10 +16,11 @@ import torch
 
 from cnnviz import ModelSpec, build_model, load_weights, model_from_file, read_state_dict
 
+from .jobs import JobLimits, JobScheduler, JobStore, default_job_dir
 from .served import Limits
 from .service import VizService
 
-__all__ = ["SPEC_FILE", "load_service", "model_for"]
+__all__ = ["SPEC_FILE", "job_scheduler", "load_service", "model_for", "split_threads"]
 
 SPEC_FILE = "spec.json"
 
@@ -31,13 +32,51 @@ def model_for(spec: ModelSpec, folder: Path | None) -> torch.nn.Module:
     return build_model(spec.arch, spec.builder)
 
 
-def load_service(model_dir: str | Path, cfg: Mapping[str, Any], *, device: torch.device, name: str) -> VizService:
+def job_scheduler(name: str, limits: Limits, folder: str | Path | None = None, **kw) -> JobScheduler:
+    """The job scheduler of one worker of model ``name``: states and answers in ``folder`` (default
+    ``$VIZ_JOB_DIR/<name>``, see :func:`vizserve.jobs.default_job_dir`), the job thread with
+    ``limits.job_threads`` torch threads."""
+    job_limits = JobLimits(
+        max_jobs=limits.max_jobs,
+        compute_seconds=float(limits.max_busy_seconds),
+        wall_seconds=float(limits.job_wall_seconds),
+        keep_seconds=float(limits.job_keep_seconds),
+    )
+    store = JobStore(Path(folder) if folder else default_job_dir(name), job_limits)
+    threads, _ = split_threads(limits)
+    return JobScheduler(store, job_limits, on_thread_start=lambda: torch.set_num_threads(threads), **kw)
+
+
+def split_threads(limits: Limits, cores: int | None = None) -> tuple[int, int]:
+    """torch's intra-op threads for the job thread and for the request thread: ``limits.job_threads`` (0: half
+    of the cores, at least 1) and the rest (at least 1). ``torch.set_num_threads`` in a thread sets that thread's
+    OpenMP team (and the default of threads started after it), not that of threads already running (checked in
+    this build: README, "Optimizations are jobs"), so each thread sets its own."""
+    cores = cores or torch.get_num_threads()
+    job = limits.job_threads or max(1, cores // 2)
+    return job, max(1, cores - job)
+
+
+def load_service(
+    model_dir: str | Path, cfg: Mapping[str, Any], *, device: torch.device, name: str, jobs: bool = False
+) -> VizService:
     """The service for the archive in ``model_dir``; ``cfg`` is the ``handler:`` section of model-config.yaml
-    (``weights_file``: the state dict inside the archive, default ``weights.pt``)."""
+    (``weights_file``: the state dict inside the archive, default ``weights.pt``; ``job_dir``: the folder of
+    the jobs' states and answers). ``jobs``: optimizations run as jobs (:mod:`vizserve.jobs`), calibrated now."""
     model_dir = Path(model_dir)
     spec = ModelSpec.from_dict(json.loads((model_dir / SPEC_FILE).read_text())).overridden(cfg)
     model = model_for(spec, model_dir)
     weights_file = model_dir / cfg.get("weights_file", "weights.pt")
     load_weights(model, read_state_dict(weights_file), source=str(weights_file.name))
     model.to(device).eval()
-    return VizService(model, spec, device=device, name=name, limits=Limits.from_config(cfg))
+    limits = Limits.from_config(cfg)
+    scheduler = job_scheduler(name, limits, cfg.get("job_dir")) if jobs else None
+    service = VizService(model, spec, device=device, name=name, limits=limits, jobs=scheduler)
+    if jobs:
+        job_threads, request_threads = split_threads(limits)
+        torch.set_num_threads(job_threads)  # measured as the job thread will run
+        try:
+            service.calibrate()
+        finally:
+            torch.set_num_threads(request_threads)  # this (the request) thread, from now on
+    return service

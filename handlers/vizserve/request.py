@@ -41,8 +41,16 @@ FRAMES = Option("frames", "int", lambda s: s.spec.input_shape[1] if s.spec.modal
 START = Option("start", "float", 0.0, "video models: where the clip starts in the video, in seconds", 0.0, 36_000.0)
 CLIP = Option("clip", "float", None, "video models: seconds the frames are sampled evenly over", 0.0, 600.0,
               default_text="frames / the model's frame rate (16 / 15 s for R3D-18)", above=True)  # fmt: skip
+JOB = Option("job", "text", None, "poll an optimization job: its progress while it runs (202), then its answer; "
+             "sent alone", default_text="(none)", allowed_text="the ID a 202 answer gave")  # fmt: skip
 #: Options every request may carry, whatever its modes (frames, start and clip: video models only).
-GLOBAL_OPTIONS = (DATA, MODE, FORMAT, RAW, FRAMES, START, CLIP)
+GLOBAL_OPTIONS = (DATA, MODE, FORMAT, RAW, FRAMES, START, CLIP, JOB)
+#: actmax and invert run as jobs now: a request that still asks to stream is told how to follow one.
+NO_STREAM = (
+    "option 'stream' is gone: actmax and invert run as jobs beside the request path; the request is answered at "
+    "once (202) with a job ID, and a POST of field 'job' with that ID alone answers the progress (with a preview) "
+    "while it runs and the result when it is done"
+)
 _VIDEO_INPUT = (FRAMES, START, CLIP)
 #: Modes whose entries carry an animation for a clip, in the order format=webp|apng|gif|mp4 picks the first.
 ANIMATED = ("gradcam", "saliency", "actmax", "featuremaps")
@@ -76,10 +84,6 @@ class VizRequest:
     @property
     def picture_mode(self) -> str | None:
         return next((m for m in PICTURE_ORDER if m in self.modes), None)
-
-    @property
-    def stream(self) -> bool:
-        return any(v.get("stream") for v in self.values.values())
 
 
 def fields_of(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,6 +138,14 @@ def parse_request(fields: Mapping[str, Any], served: Served, *, explain: bool = 
     ``explain`` (TorchServe's ``/explanations`` endpoint) adds mode ``gradcam``.
     """
     declared = all_options()
+    if "stream" in fields:
+        raise InvalidOption(NO_STREAM)
+    if "job" in fields:
+        if len(fields) > 1:
+            raise InvalidOption(
+                f"a poll sends field 'job' alone; this one also has {', '.join(sorted(set(fields) - {'job'}))[:80]}"
+            )
+        raise InvalidOption("this server runs optimizations in the request (no jobs): there is no job to poll")
     unknown = sorted(set(fields) - set(declared))
     if unknown:
         raise InvalidOption(f"unknown option {clip_text(str(unknown[0]))!r}; options: {', '.join(declared)}")
@@ -186,8 +198,6 @@ def parse_request(fields: Mapping[str, Any], served: Served, *, explain: bool = 
     request = VizRequest(data, modes, fmt, raw, values, clip)
     if fmt == "png" and request.picture_mode is None:
         raise InvalidOption(f"format=png returns a picture: add one of the modes {', '.join(PICTURE_ORDER)}")
-    if fmt != "json" and request.stream:
-        raise InvalidOption(f"stream=true sends newline-delimited JSON; it cannot be combined with format={fmt}")
     if fmt in ANIMATION_FORMATS:
         animated = [m for m in ANIMATED if m in modes]
         if served.spec.modality != "video" or not animated:

@@ -21,9 +21,17 @@ class Limits:
     max_image_pixels: int = 50_000_000  # refused from the image header, before decoding
     max_input_side: int = 1024  # largest H or W of a .npy input
     max_response_bytes: int = 64 * 1024 * 1024  # keep equal to TorchServe's max_response_size
-    # Optimizations (actmax, invert) of one batch stop after this many seconds and answer with what they have;
-    # keep it well below TorchServe's responseTimeout (120 s), which would kill the worker instead.
+    # Optimizations (actmax, invert) run as jobs beside the request path (vizserve.jobs): each job gets this many
+    # seconds of compute (its steps' time, summed; in-process use without jobs: of wall time) and stops early with
+    # what it has when the next step and the final encoding would not fit.
     max_busy_seconds: int = 90
+    job_wall_seconds: int = 300  # a job's answer is ready at most this long after its submission
+    max_jobs: int = 4  # jobs one worker holds at once; one more is answered 429
+    job_keep_seconds: int = 600  # a finished job's answer is kept this long after it ends
+    refuse_factor: int = 3  # a job whose estimate is over this many times max_busy_seconds is refused (422)
+    # torch's intra-op threads of the job thread; the request thread gets the rest of the cores. 0: half the cores
+    # (at least 1). Oversubscribed (1 + 2 threads on 2 cores) a classify beside a job took 4x longer (README).
+    job_threads: int = 0
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Limits:

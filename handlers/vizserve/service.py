@@ -2,6 +2,11 @@
 
 The service only orchestrates: it parses each request of a batch (a bad one fails only itself), decodes the
 inputs, runs the modes by their kind (:mod:`vizserve.modes.base`) and assembles one reply per request.
+
+With a job scheduler (:mod:`vizserve.jobs`; the TorchServe handler has one), a request that asks for an
+optimization (actmax, invert) is checked and estimated here, its fast modes are answered here, and its
+optimization becomes a job that runs beside the request path: the request is answered at once (202, a job ID), and
+a later request ``{"job": ID}`` answers the progress, then exactly the reply the request would have had.
 """
 
 from __future__ import annotations
@@ -18,12 +23,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnviz import InputTooLarge, InvalidInput, LayerTable, ModelSpec, VizError, forward
+from cnnviz import (
+    InputTooLarge,
+    InvalidInput,
+    LayerTable,
+    ModelSpec,
+    OverBudget,
+    TooManyJobs,
+    VizError,
+    forward,
+    shared_copy,
+)  # fmt: skip
 
 from . import render
 from .decode import NPY_MAGIC, read_image, read_npy
+from .jobs import Busy, JobScheduler, Outcome
 from .modes import MODES, BatchedMode, ForwardMode, OptimizeMode, StaticMode
-from .modes.optimizing import streamer
+from .modes.optimizing import Optimizing, preview
 from .preprocess import decode_fit, image_transform
 from .request import ANIMATED, VizRequest, fields_of, parse_request
 from .served import Limits, Served, smallest_input_side
@@ -40,6 +56,7 @@ class Reply:
     body: bytes
     content_type: str = "application/json"
     modes: tuple[str, ...] = ()  # what the request asked for (empty when it could not be read)
+    headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def phrase(self) -> str:
@@ -47,7 +64,8 @@ class Reply:
 
     @classmethod
     def error(cls, err: VizError) -> Reply:
-        return cls(err.status, json.dumps(err.as_dict()).encode())
+        headers = (("Retry-After", str(round(err.extra["retry_after_s"]))),) if "retry_after_s" in err.extra else ()
+        return cls(err.status, json.dumps(err.as_dict()).encode(), headers=headers)
 
     @classmethod
     def internal_error(cls) -> Reply:
@@ -66,6 +84,8 @@ class VizService:
         transform: decoded image -> normalized input; default: the spec's preprocessing
             (:func:`vizserve.preprocess.image_transform`).
         limits: caps (:class:`Limits`).
+        jobs: runs optimizations as jobs beside the request path (:class:`vizserve.jobs.JobScheduler`); without
+            one they run in the request, within ``limits.max_busy_seconds`` of the batch (in-process use).
     """
 
     def __init__(
@@ -77,6 +97,7 @@ class VizService:
         name: str,
         transform: Callable[[Any], torch.Tensor] | None = None,
         limits: Limits = Limits(),
+        jobs: JobScheduler | None = None,
     ) -> None:
         table = LayerTable(model, spec.input_shape)
         spec = spec.with_defaults(table)
@@ -90,6 +111,8 @@ class VizService:
         if spec.modality == "video":
             pre = spec.preprocess
             self._video_transform = video_transform(pre.resize, pre.crop, pre.mean, pre.std, pre.interpolation)
+        self.jobs = jobs
+        self._cost: dict[str, float] | None = None  # calibration of an optimization step (calibrate())
 
     # the attributes tests and tools read
     @property
@@ -110,22 +133,24 @@ class VizService:
 
     # -- the batch ----------------------------------------------------------------------------------------------
 
-    def handle(
-        self,
-        items: Sequence[Mapping[str, Any]],
-        explain: Sequence[bool] | None = None,
-        emit: Callable[[int, bytes], None] | None = None,
-    ) -> list[Reply]:
+    def handle(self, items: Sequence[Mapping[str, Any]], explain: Sequence[bool] | None = None) -> list[Reply]:
         """One reply per item, in order. Never raises for a bad request; an unexpected failure of one request
         becomes its own 500 reply. ``explain[i]`` (an ``/explanations`` call) adds mode gradcam to item ``i``.
-        ``emit(i, chunk)`` sends a progress chunk of request ``i`` ahead of its reply (``stream=true``)."""
+        With a job scheduler, an optimization is answered 202 (a job) and ``{"job": ID}`` polls it."""
         deadline = time.monotonic() + self.limits.max_busy_seconds
         replies: list[Reply | None] = [None] * len(items)
         jobs: dict[int, tuple[VizRequest, torch.Tensor | None]] = {}
         inputs: dict[int, dict[str, Any]] = defaultdict(dict)  # what was read of each video input
+        estimates: dict[int, dict[str, Any]] = {}
         for i, item in enumerate(items):
             try:
-                req = parse_request(fields_of(item), self.served, explain=bool(explain and explain[i]))
+                fields = fields_of(item)
+                if self.jobs is not None and set(fields) == {"job"}:
+                    replies[i] = replace(self.poll(fields["job"]), modes=("job",))  # its metrics: Mode="job"
+                    continue
+                req = parse_request(fields, self.served, explain=bool(explain and explain[i]))
+                if self.jobs is not None and self._optimizations(req):
+                    estimates[i] = self.estimate(req)  # refused here (422) when far over the budget
                 jobs[i] = (req, self._input(req, inputs[i]) if req.data is not None else None)
             except VizError as err:
                 replies[i] = Reply.error(err)
@@ -154,12 +179,22 @@ class VizService:
                         results[i][name] = mode.present(self.served, req.values[name], predicted[i], acts)
                     elif isinstance(mode, StaticMode):
                         results[i][name] = mode.present(self.served, req.values[name])
-                    elif isinstance(mode, OptimizeMode):
-                        results[i][name] = self._optimize(mode, req, x, deadline, emit, i)
+                    elif isinstance(mode, OptimizeMode) and i not in estimates:
+                        results[i][name] = mode.run(self.served, req.values[name], x, deadline - time.monotonic())
                 except VizError as err:
                     replies[i] = Reply.error(err)
                 except Exception:
                     log.exception("request %d: %s failed", i, name)
+                    replies[i] = Reply.internal_error()
+        for i, estimate in estimates.items():
+            if replies[i] is None:
+                req, x = jobs[i]
+                try:
+                    replies[i] = self._submit(req, x, results[i], inputs.get(i), estimate)
+                except VizError as err:
+                    replies[i] = Reply.error(err)
+                except Exception:
+                    log.exception("request %d: submitting its job failed", i)
                     replies[i] = Reply.internal_error()
         for i, (req, _) in jobs.items():
             if replies[i] is None:
@@ -252,13 +287,131 @@ class VizService:
                     predicted[i] = probs
         return predicted
 
-    def _optimize(self, mode: OptimizeMode, req: VizRequest, x, deadline: float, emit, i: int) -> Any:
-        """One optimization, within what is left of the batch's time budget."""
-        values = req.values[mode.name]
-        progress = None
-        if values["stream"] and emit is not None:
-            progress = streamer(mode.name, values["steps"], lambda chunk: emit(i, chunk))
-        return mode.run(self.served, values, x, deadline - time.monotonic(), progress)
+    # -- optimizations as jobs ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _optimizations(req: VizRequest) -> list[str]:
+        return [m for m in req.modes if isinstance(MODES[m], OptimizeMode)]
+
+    def calibrate(self) -> dict[str, float]:
+        """What an optimization costs on this worker, measured once (cached): actmax of one class image at the
+        model's input size and at half of it, with the default options (after a warm-up); the set-up,
+        the shortest of three steps and the final scoring and encoding of each (the least of two runs), fitted as
+        ``fixed + per_image x n`` (``n``: images of the input size). The TorchServe handler calls it at model load,
+        before any request."""
+        if self._cost is None:
+            side = self.spec.input_shape[-1]
+            half = max(self.spec.min_side or 16, 16, side // 2)
+            self._warm_up(half)
+            # the least of two runs, part by part: other work on the machine only ever slows a run down
+            small, full = ({k: min(a[k], b[k]) for k in a} for a, b in
+                           ((self._measure(n), self._measure(n)) for n in (half, side)))  # fmt: skip
+            n_small = (half / side) ** 2
+            cost: dict[str, float] = {}
+            for part in ("setup", "step", "finish"):
+                per = max((full[part] - small[part]) / max(1e-6, 1 - n_small), full[part] / 8)
+                cost[f"{part}_per_image_s"] = per
+                cost[f"{part}_fixed_s"] = max(0.0, full[part] - per)
+            self._cost = cost
+            log.info("%s: optimization cost per step %.4f s + %.4f s an image (%s px)", self.served.name,
+                     cost["step_fixed_s"], cost["step_per_image_s"], side)  # fmt: skip
+        return self._cost
+
+    def _warm_up(self, size: int, least: int = 12, most: int = 40, seconds: float = 20.0) -> None:
+        """Steps until they are steady: the first steps of a process are 10 to 20 times slower on a CPU (measured
+        here: about 11 steps, whatever the shape), which would make every estimate that much too high."""
+        served = replace(self.served, model=shared_copy(self.model))
+        values = parse_request({"mode": "actmax", "channel": "0", "size": str(size)}, served).values["actmax"]
+        with torch.inference_mode(False):
+            opt = MODES["actmax"].start(served, values, None)
+            times: list[float] = []
+            end = time.perf_counter() + seconds
+            try:
+                while len(times) < most and time.perf_counter() < end:
+                    t0 = time.perf_counter()
+                    opt.step()
+                    times.append(time.perf_counter() - t0)
+                    if len(times) >= least and max(times[-3:]) < 2 * min(times):
+                        break
+            finally:
+                opt.close()
+
+    def _measure(self, size: int) -> dict[str, float]:
+        served = replace(self.served, model=shared_copy(self.model))
+        mode = MODES["actmax"]
+        fields = {"mode": "actmax", "channel": "0", "steps": "3", "size": str(size)}
+        values = parse_request(fields, served).values["actmax"]
+        with torch.inference_mode(False):
+            t0 = time.perf_counter()
+            opt = mode.start(served, values, None)
+            setup = time.perf_counter() - t0
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                opt.step()
+                times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            mode.present(served, values, opt.finish(False))
+            finish = time.perf_counter() - t0
+        return {"setup": setup, "step": min(times), "finish": finish}
+
+    def estimate(self, req: VizRequest) -> dict[str, Any]:
+        """The compute the request's optimizations will take, from :meth:`calibrate`: with ``n`` = targets x
+        (size / input size)^2, steps x (fixed + per image x n) plus the set-up and the final scoring and encoding
+        at the same scale. Raises :class:`cnnviz.OverBudget` (422) when it is over ``refuse_factor`` x the budget,
+        or when not even its set-up, one step and its answer fit the budget; between 1x and ``refuse_factor`` x,
+        the job runs and stops early with what it has."""
+        cost, limits = self.calibrate(), self.limits
+        side = self.spec.input_shape[-1]
+
+        def part(name: str, n: float) -> float:
+            return cost[f"{name}_fixed_s"] + cost[f"{name}_per_image_s"] * n
+
+        parts = []
+        for name in self._optimizations(req):
+            v = req.values[name]
+            n = MODES[name].targets(v) * (v["size"] / side) ** 2
+            parts.append((name, v, n, part("setup", n) + part("finish", n) + part("step", n) * v["steps"]))
+        total = sum(p[3] for p in parts)
+        step_s = part("step", parts[0][2])
+        reserve = sum(part("finish", n) for _, _, n, _ in parts)
+        limit = limits.max_busy_seconds * limits.refuse_factor
+        about = {"estimate_s": round(total, 1), "step_s": round(step_s, 4), "budget_s": limits.max_busy_seconds}
+        name, v, n, own = parts[0]
+        one_step = part("setup", n) + part("finish", n) + step_s + (total - own)  # the least useful job
+        if total > limit or one_step > limits.max_busy_seconds:
+            room = limit - (total - own) - part("setup", n) - part("finish", n)
+            fit = max(0, int(room / step_s)) if one_step <= limits.max_busy_seconds else 0
+            targets = MODES[name].targets(v)
+            advice = (f"at most {fit} steps fit at this size with {targets} targets" if fit else
+                      f"not even one step fits the budget at this size with {targets} targets")  # fmt: skip
+            raise OverBudget(
+                f"this optimization would take about {total:,.0f} s of compute on this worker ({step_s:.3f} s a "
+                f"step for {targets} targets at {v['size']} px, from steps measured on this model at {side} px, x "
+                f"{v['steps']} steps; {one_step:.1f} s for its set-up, one step and its answer); a job gets "
+                f"{limits.max_busy_seconds} s (max_busy_seconds) and is refused over {limits.refuse_factor} x that, "
+                f"or when not one step fits; {advice}: ask for fewer steps, fewer targets or a smaller size",
+                estimate_s=round(total, 1), limit_s=limit, budget_s=limits.max_busy_seconds, max_steps=fit,
+            )  # fmt: skip
+        return {**about, "reserve_s": reserve, "first_step_s": step_s}
+
+    def _submit(self, req, x, results, read, estimate) -> Reply:
+        work = _RequestWork(self, req, x, results, read, estimate)
+        about = {"mode": ",".join(self._optimizations(req)), "estimate_s": estimate["estimate_s"],
+                 "step_s": estimate["step_s"]}  # fmt: skip
+        try:
+            state = self.jobs.submit(work, about)
+        except Busy as busy:
+            work.close()
+            raise TooManyJobs(str(busy), retry_after_s=busy.retry_after) from None
+        body = {**self.served.header(), **state, "poll": "POST field 'job' with this ID alone to this endpoint"}
+        return Reply(202, json.dumps(body).encode())
+
+    def poll(self, job_id: Any) -> Reply:
+        if isinstance(job_id, (bytes, bytearray)):
+            job_id = bytes(job_id).decode("ascii", "replace")
+        out = self.jobs.poll(str(job_id).strip()[:64])
+        return Reply(out.status, out.body, out.content_type)
 
     # -- one reply ----------------------------------------------------------------------------------------------
 
@@ -277,8 +430,6 @@ class VizService:
             picture = picture[0] if isinstance(picture, list) else picture
             return Reply(200, picture["animation"], picture["animation_type"])
         body = json.dumps(out, default=render.b64).encode()  # pictures and arrays are bytes until here
-        if req.stream:
-            body += b"\n"  # the last line of a newline-delimited JSON stream
         if len(body) > self.limits.max_response_bytes:
             raise InputTooLarge(
                 f"the response would be {len(body) / 2**20:.1f} MiB, over this server's limit of "
@@ -286,3 +437,67 @@ class VizService:
                 f"channels, or leave out raw=true"
             )
         return Reply(200, body)
+
+
+class _RequestWork:
+    """The optimizations of one request as a job (:class:`vizserve.jobs.Work`): set up on a copy of the model with
+    hooks of its own (made here, in the request thread, while no hooks are on the model), stepped by the job
+    thread, and answered with exactly the reply the request would have had."""
+
+    def __init__(self, service: VizService, req: VizRequest, x, results, read, estimate) -> None:
+        self.service, self.req, self.x, self.results, self.read = service, req, x, dict(results), read
+        self.served = replace(service.served, model=shared_copy(service.model))
+        self.pending = VizService._optimizations(req)
+        self.steps = sum(req.values[n]["steps"] for n in self.pending)
+        self.done = 0
+        self.reserve_s = estimate["reserve_s"]
+        self.first_step_s = estimate["first_step_s"]
+        self._base = 0
+        self._current: tuple[str, Any] | None = None
+
+    def step(self) -> None:
+        if self._current is None:  # set-up of the next optimization (its first forward pass)
+            name = self.pending[0]
+            with torch.inference_mode(False):
+                self._current = (name, MODES[name].start(self.served, self.req.values[name], self.x))
+            return
+        name, opt = self._current
+        opt.step()
+        self.done = self._base + opt.done
+        if opt.finished:
+            self._complete(False)
+
+    def _complete(self, stopped_early: bool) -> None:
+        name, opt = self._current
+        mode: Optimizing = MODES[name]
+        self.results[name] = mode.present(self.served, self.req.values[name], opt.finish(stopped_early))
+        self._base += self.req.values[name]["steps"]
+        self.pending.pop(0)
+        self._current = None
+
+    def finish(self, stopped_early: bool) -> Outcome:
+        if self._current is not None:
+            self._complete(stopped_early)
+        while self.pending:  # never started (out of time): what the set-up gives, no steps
+            self.step()
+            self._complete(True)
+        reply = self.service._reply(self.req, self.results, self.read)
+        return Outcome(reply.status, reply.content_type, reply.body)
+
+    def progress(self) -> dict[str, Any]:
+        if self._current is None:
+            return {}
+        name, opt = self._current
+        value = opt.value if opt.value is not None else opt.start
+        return {"running": name, "objective": [round(float(v), 5) for v in value]}
+
+    def preview(self) -> bytes | None:
+        if self._current is None:
+            return None
+        with torch.no_grad():
+            return preview(self._current[1].image())
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current[1].close()
+            self._current = None

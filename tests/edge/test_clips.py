@@ -78,16 +78,18 @@ def test_a_video_model_refuses_an_image_and_answers_the_modes_without_an_input()
     assert invert.status == 400 and "video models cannot take yet" in invert.body.decode()
 
 
-def test_a_preferred_video_through_the_service_streams_its_middle_frame(svc):
-    chunks = []
-    [reply] = svc.handle([{"mode": "actmax", "channel": "zero", "steps": "8", "size": "16", "stream": "true",
-                           "tv_time": "1", "raw": "true"}], emit=lambda i, c: chunks.append(json.loads(c)))  # fmt: skip
+def test_a_preferred_video_through_the_service_and_its_preview(svc):
+    from vizserve.modes.optimizing import preview
+
+    [reply] = svc.handle([{"mode": "actmax", "channel": "zero", "steps": "8", "size": "16", "tv_time": "1",
+                           "raw": "true"}])  # fmt: skip
     assert reply.status == 200, reply.body
     [entry] = json.loads(reply.body)["actmax"]
     video = np.load(io.BytesIO(base64.b64decode(entry["raw"])))
     assert video.shape == (3, 2, 16, 16) and entry["end"] > entry["start"] and entry["label"] == "zero"
     assert picture(entry["image"]).size == (2 * 224 + 2, 224)  # two frames side by side
-    assert chunks[-1]["step"] == 8 and sum("preview" in c for c in chunks) == 8
+    strip = Image.open(io.BytesIO(preview(torch.rand(2, 3, 4, 16, 16))))  # a video's middle frame, per target
+    assert strip.size == (2 * 64 + 3, 64 + 2)
     [bad] = svc.handle([{"mode": "actmax", "channel": "0", "init": "image", "data": CLIP}])
     assert bad.status == 400 and "uploaded clip" in bad.body.decode()
 

@@ -80,9 +80,14 @@ def test_modes_without_an_image(table):
         ({"format": "jpeg"}, InvalidOption, "'format' must be one of json, png"),
         ({"format": "png"}, InvalidOption, "format=png returns a picture: add one of the modes gradcam, saliency"),
         (
-            {"format": "png", "mode": "actmax", "channel": "1", "stream": "true"},
+            {"mode": "actmax", "channel": "1", "stream": "true"},
             InvalidOption,
-            "stream=true sends newline-delimited JSON; it cannot be combined with format=png",
+            "option 'stream' is gone: actmax and invert run as jobs .* field 'job'",
+        ),
+        (
+            {"job": "abc", "mode": "classify"},
+            InvalidOption,
+            "a poll sends field 'job' alone; this one also has data, mode",
         ),
         ({"normalize": "global", "mode": "featuremaps"}, InvalidOption, "'normalize' must be one of channel, layer"),
         ({"normalize": "layer"}, InvalidOption, "'normalize' is used by mode featuremaps; add it to mode"),
@@ -122,7 +127,7 @@ def test_every_option_is_declared_once_and_means_one_thing():
         "data", "mode", "topk", "layers", "channels", "raw", "format", "normalize",
         "method", "target", "layer", "channel", "samples", "noise", "ig_steps", "baseline",
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
-        "transforms", "stream", "precision", "steps", "time_jitter", "tv_time", "frames", "start", "clip",
+        "transforms", "job", "precision", "steps", "time_jitter", "tv_time", "frames", "start", "clip",
     }  # fmt: skip
     for name, users in options.items():
         kinds = {(o.kind, o.lo, o.hi, o.choices, o.help) for _, o in users}

@@ -4,6 +4,7 @@ import importlib.util
 import inspect
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -31,13 +32,16 @@ class MockContext:
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": 8}
         self.model_yaml_config = yaml_config
         self.manifest = {"model": {"modelName": "resnet18_viz"}}
-        self.status, self.content_type = {}, {}
+        self.status, self.content_type, self.response_headers = {}, {}, {}
 
     def set_response_status(self, code=200, phrase="", idx=0):
         self.status[idx] = (code, phrase)
 
     def set_response_content_type(self, idx, value):
         self.content_type[idx] = value
+
+    def set_response_header(self, idx, key, value):
+        self.response_headers.setdefault(idx, {})[key] = value
 
     def get_request_header(self, idx, key):
         return self.headers.get(idx, {}).get(key)
@@ -49,6 +53,16 @@ def model_dir(tmp_path_factory):
     torch.save(random_state_dict("resnet18", seed=0), d / "weights.pt")
     (d / "spec.json").write_text(json.dumps(torchvision_spec("resnet18", weights="random").to_dict()))
     return d
+
+
+@pytest.fixture(scope="module", autouse=True)
+def job_dir(tmp_path_factory):
+    threads = torch.get_num_threads()  # initialize() splits the cores between its thread and the job thread
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("jobs")
+        mp.setenv("VIZ_JOB_DIR", str(folder))
+        yield folder
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +187,50 @@ def test_model_config_overrides_the_specs_default_layers(model_dir):
     out = json.loads(out)
     assert out["gradcam"]["layer"] == "layer3"
     assert [f["layer"] for f in out["featuremaps"]] == ["layer1", "layer2"]
+
+
+def test_an_optimization_is_a_job_that_a_poll_follows_to_its_answer(handler, model_dir, job_dir):
+    ctx = MockContext(model_dir, {})
+    fields = {"mode": b"actmax", "channel": b"tabby", "steps": b"3", "size": b"64"}
+    [accepted] = handler.handle([fields], ctx)
+    assert ctx.status[0][0] == 202, accepted
+    job = json.loads(accepted)["job"]
+    assert (job_dir / "resnet18_viz" / f"{job}.json").exists()
+    deadline = time.monotonic() + 60
+    while True:
+        ctx = MockContext(model_dir, {})
+        [out] = handler.handle([{"job": job.encode()}], ctx)
+        if ctx.status[0][0] != 202 or time.monotonic() > deadline:
+            break
+        assert json.loads(out)["state"] in ("queued", "running")
+        time.sleep(0.2)
+    assert ctx.status[0] == (200, "OK") and ctx.content_type[0] == "application/json"
+    [entry] = json.loads(out)["actmax"]
+    assert entry["label"] == "tabby" and entry["steps"] == 3
+
+
+def test_a_full_worker_answers_429_with_retry_after(handler, model_dir):
+    ctx = MockContext(model_dir, {})
+    many = [{"mode": b"actmax", "channel": b"1", "steps": b"20", "size": b"32"}] * 5
+    out = handler.handle(many, ctx)
+    statuses = [ctx.status[i][0] for i in range(5)]
+    assert statuses == [202] * 4 + [429], [json.loads(o) for o in out]
+    i = statuses.index(429)
+    assert json.loads(out[i])["type"] == "TooManyJobs" and int(ctx.response_headers[i]["Retry-After"]) >= 1
+    with handler.service.jobs._cond:
+        jobs = list(handler.service.jobs._jobs.values())
+    for job in jobs:
+        poll = MockContext(model_dir, {})
+        handler.handle([{"job": job.id.encode()}], poll)
+        assert poll.status[0][0] in (200, 202)
+    handler.service.jobs.stop()  # not run to the end here
+
+
+def test_the_cores_are_split_between_the_request_and_the_job_thread():
+    from vizserve import Limits
+    from vizserve.loading import split_threads
+
+    assert split_threads(Limits(), cores=2) == (1, 1)
+    assert split_threads(Limits(), cores=16) == (8, 8)
+    assert split_threads(Limits(job_threads=3), cores=16) == (3, 13)
+    assert split_threads(Limits(), cores=1) == (1, 1)

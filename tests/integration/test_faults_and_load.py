@@ -1,4 +1,5 @@
-"""A worker killed mid-request, a too-long actmax, and a short load run: the server keeps serving."""
+"""A worker killed mid-request, a too-long actmax, classify beside a running optimization, and a short load run:
+the server keeps serving."""
 
 from __future__ import annotations
 
@@ -50,16 +51,55 @@ def test_a_killed_worker_fails_its_request_and_comes_back(server):
     assert server.worker_pids("resnet18_viz") != [pid]
 
 
-def test_a_too_long_actmax_is_cut_by_the_budget_not_by_a_killed_worker(server):
+def test_a_too_long_actmax_is_refused_with_its_estimate_or_cut_by_the_budget(server):
     before = server.worker_pids("shapes_short_viz")
+    fields = {"mode": "actmax", "channel": "0-5", "steps": "2048", "size": "512"}
+    refused = server.post("shapes_short_viz", data=fields)
+    assert refused.status_code == 422, refused.text[:300]
+    out = refused.json()
+    assert out["type"] == "OverBudget" and out["estimate_s"] > out["limit_s"] == 9 and out["budget_s"] == 3
+    # up to 3x the budget it runs, and stops early with what it has (the most steps that fit, at the largest size
+    # where one does)
+    for size in ("512", "256", "128", "64"):
+        probe = server.post("shapes_short_viz", data=dict(fields, size=size)).json()
+        if probe.get("max_steps", 0) >= 1:
+            break
     t0 = time.monotonic()
-    r = server.post("shapes_short_viz", data={"mode": "actmax", "channel": "0-5", "steps": "2048", "size": "512"})
+    r, states = server.job("shapes_short_viz", data=dict(fields, size=size, steps=str(probe["max_steps"])))
     seconds = time.monotonic() - t0
     assert r.status_code == 200, r.text[:300]
     entries = r.json()["actmax"]
-    assert all(e["stopped_early"] and e["steps"] < 2048 for e in entries)
-    assert seconds < 10  # the budget is 3 s, TorchServe's response timeout 10 s
+    assert all(e["stopped_early"] or e["steps"] == probe["max_steps"] for e in entries)
+    assert all(e["seconds"] < 3 + 1 for e in entries)  # the budget: 3 s of compute, the final encoding in it
+    assert seconds < 3 + 10  # the compute budget is 3 s (TorchServe's response timeout, 10 s, is never reached)
     assert server.worker_pids("shapes_short_viz") == before
+
+
+def test_classify_answers_in_time_while_optimizations_run(server):
+    """The isolation: fast modes never wait behind an optimization."""
+    before = server.worker_pids("alexnet_viz")
+    fields = {"mode": "actmax", "layer": "features.10", "channel": "0-7", "steps": "48"}
+    first = server.post("alexnet_viz", data=fields)
+    assert first.status_code == 202, first.text[:300]
+    job = first.json()["job"]
+    latencies = []
+    for _ in range(10):
+        t0 = time.monotonic()
+        r = server.post("alexnet_viz", data=jpeg(), headers={"Content-Type": "image/jpeg"})
+        latencies.append(time.monotonic() - t0)
+        assert r.status_code == 200
+        state = server.post("alexnet_viz", data={"job": job}).json()
+        time.sleep(0.3)
+    assert state["state"] == "running" and state["step"] >= 1, state
+    assert max(latencies) < 1.0, latencies
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        r = server.post("alexnet_viz", data={"job": job})
+        if r.status_code != 202:
+            break
+        time.sleep(1)
+    assert r.status_code == 200 and len(r.json()["actmax"]) == 8
+    assert server.worker_pids("alexnet_viz") == before
 
 
 def test_short_load_run_has_no_server_errors_and_flat_memory(server):

@@ -233,22 +233,27 @@ def test_gradcam_png_as_curl_gets_it(server):
     assert Image.open(io.BytesIO(r.content)).size == (224, 224)
 
 
-def test_actmax_streams_progress_then_the_images(server):
-    r = requests.post(f"{server.url}/predictions/shapes_viz", headers=server.auth(), stream=True, timeout=120,
-                      data={"mode": "actmax", "channel": "circle,square", "steps": "16", "stream": "true"})  # fmt: skip
+def test_actmax_is_a_job_that_polls_follow_to_the_images(server):
+    r, states = server.job("shapes_viz", every=0.2, data={"mode": "actmax", "channel": "circle,square", "steps": "64"})
     assert r.status_code == 200, r.text
-    lines = [json.loads(line) for line in r.iter_lines() if line]
-    progress, final = lines[:-1], lines[-1]
-    assert [p["step"] for p in progress] == list(range(1, 17))
-    assert all(len(p["objective"]) == 2 for p in progress) and any("preview" in p for p in progress)
-    assert [e["label"] for e in final["actmax"]] == ["circle", "square"]
-    assert all(e["steps"] == 16 and e["end"] > e["start"] for e in final["actmax"])
+    assert states[0]["state"] == "queued" and states[0]["steps"] == 64 and states[0]["estimate_s"] > 0
+    assert [e["label"] for e in r.json()["actmax"]] == ["circle", "square"]
+    assert all(e["steps"] == 64 and e["end"] > e["start"] for e in r.json()["actmax"])
+    again = server.post("shapes_viz", data={"job": states[0]["job"]})
+    assert again.status_code == 200 and again.json() == r.json()  # a finished answer stays until it expires
 
 
-def test_actmax_without_streaming_is_one_json(server):
-    r = server.post("shapes_viz", data={"mode": "actmax", "layer": "features.3", "channel": "0-3", "steps": "8"})
-    assert r.status_code == 200, r.text
-    assert [e["channel"] for e in r.json()["actmax"]] == [0, 1, 2, 3]
+def test_a_job_with_format_png_answers_the_picture(server):
+    fields = {"mode": "actmax", "layer": "features.3", "channel": "0-3", "steps": "8", "format": "png"}
+    r, _ = server.job("shapes_viz", data=fields)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("image/png") and r.content.startswith(PNG)
+
+
+def test_stream_is_refused_with_how_to_poll_and_unknown_jobs_are_404(server):
+    r = server.post("shapes_viz", data={"mode": "actmax", "channel": "0", "stream": "true"})
+    assert r.status_code == 400 and "field 'job'" in r.json()["message"]
+    r = server.post("shapes_viz", data={"job": "A" * 22})
+    assert r.status_code == 404 and r.json()["type"] == "UnknownJob"
 
 
 def test_per_mode_metrics_on_the_prometheus_endpoint(server):
@@ -288,3 +293,17 @@ def test_client_on_a_folder_saves_every_picture(server, tmp_path):
     expired = subprocess.run([sys.executable, str(client), "--model", "shapes_viz", "--mode", "layers", "--url",
                               server.url, "--token", "stale"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert expired.returncode != 0 and "keys expire" in expired.stderr
+
+
+def test_client_polls_an_optimization_job_and_saves_the_images(server, tmp_path):
+    import subprocess
+    import sys
+
+    client = Path(__file__).resolve().parents[2] / "clients" / "viz_client.py"
+    run = subprocess.run([sys.executable, str(client), "--model", "shapes_viz", "--mode", "actmax", "--channel",
+                          "circle,cross", "--steps", "32", "--poll", "0.2", "--url", server.url,
+                          f"--token={server.key}", "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "job " in run.stdout and "after 32 steps" in run.stdout
+    assert len([p for p in tmp_path.iterdir() if "_actmax_" in p.name]) == 2

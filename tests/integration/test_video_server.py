@@ -44,7 +44,7 @@ def test_the_motion_model_reads_an_mp4_and_prefers_a_video_of_its_class(server):
         r = server.post("motion_viz", files={"data": mp4_of(label)}, data={"mode": "classify,gradcam"})
         assert r.status_code == 200, r.text[:300]
         assert r.json()["predictions"][0]["label"] == label
-    r = server.post("motion_viz", data={"mode": "actmax", "channel": "right", "steps": "16", "raw": "true"})
+    r, _ = server.job("motion_viz", data={"mode": "actmax", "channel": "right", "steps": "16", "raw": "true"})
     assert r.status_code == 200, r.text[:300]
     [entry] = r.json()["actmax"]
     assert entry["label"] == "right" and entry["end"] > entry["start"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from cnnviz import InvalidOption, Settings, Target, actmax
+from cnnviz import InvalidOption, Objective, Optimization, Settings, Target
 from cnnviz.actmax import CLASS_SCORES
 
 from ..options import Option, as_int, as_names
@@ -80,10 +80,17 @@ class Actmax(Optimizing):
         values["targets"] = tuple(Target(layer, c, y, x, t) for c in channels)
         return values
 
-    def run(self, served, values, x, budget_s, progress):
+    def targets(self, values):
+        return len(values["targets"])
+
+    def start(self, served, values, x):
+        settings = Settings(**self.settings(served, values, x, None), classes=values["class_score"])
         targets = list(values["targets"])
-        cfg = Settings(**self.settings(served, values, x, budget_s), classes=values["class_score"])
-        result = actmax(served.model, targets, cfg, progress)
+        objective = Objective(served.model, targets, settings.classes)
+        return Optimization(served.model, len(targets), objective, settings)
+
+    def present(self, served, values, result):
+        targets = list(values["targets"])
         entries = [
             self.entry(
                 values, result, k, layer=t.layer or "classes", channel=t.channel,

@@ -6,7 +6,8 @@ The service (:mod:`vizserve.service`) runs modes by their kind:
   classifies and captures every layer any of them asked for.
 - :class:`BatchedMode` (gradcam, saliency, deconv): requests with equal :meth:`~BatchedMode.group` keys and input
   shapes run as one batch, each row with its own target.
-- :class:`OptimizeMode` (actmax, invert): optimizations, within the batch's time budget, optionally streamed.
+- :class:`OptimizeMode` (actmax, invert): optimizations; served as jobs beside the request path
+  (:mod:`vizserve.jobs`), in-process within the batch's time budget.
 - :class:`StaticMode` (filters, layers, describe): answers from the model alone, no input.
 """
 

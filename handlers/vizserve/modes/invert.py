@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnviz import InvalidOption, Settings, invert
+from cnnviz import FeatureMatch, InvalidOption, Optimization, Settings
 
 from .optimizing import COMMON, TRANSFORMS, TV, Optimizing
 from .shared import LAYER, layer_of
@@ -24,8 +24,11 @@ class Invert(Optimizing):
         values["layer"] = layer_of(values, served, served.spec.featuremap_layers[-1])
         return values
 
-    def run(self, served, values, x, budget_s, progress):
-        settings = Settings(**self.settings(served, values, x, budget_s))
-        result = invert(served.model, x.to(served.device), values["layer"], settings, progress)
+    def start(self, served, values, x):
+        settings = Settings(**self.settings(served, values, x, None))
+        objective = FeatureMatch(served.model, x.to(served.device), values["layer"])
+        return Optimization(served.model, 1, objective, settings)
+
+    def present(self, served, values, result):
         # invert maximizes minus the relative error: report the error itself
         return self.entry(values, result, 0, names=("start_error", "error"), sign=-1.0, layer=values["layer"])

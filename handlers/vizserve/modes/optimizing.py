@@ -1,14 +1,15 @@
-"""What actmax and invert share: the optimization options, the settings they become, and progress streaming."""
+"""What actmax and invert share: the optimization options, the settings they become, the step-wise run that the job
+scheduler (:mod:`vizserve.jobs`) interleaves, and the progress previews."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from cnnviz import InvalidInput, InvalidOption
+from cnnviz import ActmaxResult, InvalidInput, InvalidOption, Optimization
 
 from .. import render
 from ..options import Option
@@ -32,7 +33,6 @@ BLUR_EVERY = Option("blur_every", "int", 0, "blur the pixels every k steps (pixe
 TRANSFORMS = Option("transforms", "bool", True, "pad, jitter, scale and rotate each step (transformation robustness)")
 PRECISION = Option("precision", "choice", "auto", "auto: bfloat16 where the device computes it natively, else "
                    "float32", choices=("auto", "float32", "bfloat16"))  # fmt: skip
-STREAM = Option("stream", "bool", False, "progress as newline-delimited JSON while it runs, then the answer")
 TIME_JITTER = Option("time_jitter", "int", lambda s: 4 if s.spec.modality == "video" else 0, "video models: shift "
                      "the clip in time by up to this many frames each step (circularly)", 0, 8,
                      default_text="4 for video models, 0 for images")  # fmt: skip
@@ -50,13 +50,12 @@ COPIES = Option("copies", "int", lambda s: 2 if s.spec.modality == "video" else 
 
 #: Options of both optimizing modes (invert changes two defaults).
 COMMON = (STEPS, SIZE, PARAM, OPTIMIZER, LR, SEED, INIT, L1, L2, TV, BLUR_EVERY, TRANSFORMS, ROBUSTNESS, COPIES,
-          PRECISION, STREAM, TIME_JITTER, TV_TIME)  # fmt: skip
-
-Progress = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
+          PRECISION, TIME_JITTER, TV_TIME)  # fmt: skip
 
 
 class Optimizing(OptimizeMode):
-    """Base of actmax and invert."""
+    """Base of actmax and invert: :meth:`start` sets an optimization up (on ``served.model``, which a job replaces
+    by a copy with hooks of its own), :meth:`present` turns its result into the response entry."""
 
     def finish(self, values, served, fields):
         video = served.spec.modality == "video"
@@ -68,8 +67,24 @@ class Optimizing(OptimizeMode):
             raise InvalidInput("init=image starts from the uploaded image: send one in field 'data'")
         return values
 
+    def start(self, served: Served, values: Mapping[str, Any], x: torch.Tensor | None) -> Optimization:
+        raise NotImplementedError
+
+    def present(self, served: Served, values: Mapping[str, Any], result: ActmaxResult) -> Any:
+        raise NotImplementedError
+
+    def targets(self, values: Mapping[str, Any]) -> int:
+        """How many images one step optimizes (for the cost estimate)."""
+        return 1
+
+    def run(self, served, values, x, budget_s, progress=None):
+        """The whole optimization in a row, within ``budget_s`` seconds (in-process use; the server runs jobs)."""
+        opt = self.start(served, values, x)
+        opt.cfg = replace(opt.cfg, budget_s=max(0.0, budget_s))
+        return self.present(served, values, opt.run(progress))
+
     @staticmethod
-    def settings(served: Served, values: Mapping[str, Any], x: torch.Tensor | None, budget_s: float) -> dict:
+    def settings(served: Served, values: Mapping[str, Any], x: torch.Tensor | None, budget_s: float | None) -> dict:
         """Keyword arguments of :class:`cnnviz.Settings` for these values."""
         names = ("size", "steps", "param", "optimizer", "lr", "transforms", "l1", "l2", "tv", "blur_every", "seed")
         base: dict[str, Any] = {k: values[k] for k in names}
@@ -77,7 +92,7 @@ class Optimizing(OptimizeMode):
             init_weight=values.get("init_weight", 0.0),
             mean=tuple(served.spec.preprocess.mean),
             std=tuple(served.spec.preprocess.std),
-            budget_s=max(0.0, budget_s),
+            budget_s=None if budget_s is None else max(0.0, budget_s),
             precision=values["precision"] if values["precision"] != "auto" else
             ("bfloat16" if served.bf16 else "float32"),
             frames=served.spec.input_shape[1] if served.spec.modality == "video" else None,
@@ -110,20 +125,10 @@ class Optimizing(OptimizeMode):
         return entry
 
 
-def streamer(mode: str, total: int, emit: Callable[[bytes], None]) -> Progress:
-    """Progress chunks (newline-delimited JSON): the objective every ~1/32 of the steps, a preview every ~1/8."""
-    every, preview_every = max(1, total // 32), max(1, total // 8)
-
-    def progress(step: int, values: torch.Tensor, images) -> None:
-        if step % every and step != total:
-            return
-        chunk: dict[str, Any] = {"mode": mode, "step": step, "steps": total, "objective": values.tolist()}
-        if step % preview_every == 0:
-            with torch.no_grad():
-                shown = images()[:16].detach()
-                if shown.dim() == 5:  # a video: its middle frame
-                    shown = shown[:, :, shown.shape[2] // 2]
-                chunk["preview"] = render.b64(render.preview_png(shown))
-        emit((json.dumps(chunk) + "\n").encode())
-
-    return progress
+def preview(images: torch.Tensor) -> bytes:
+    """A small PNG of the images being optimized (at most 16; a video's middle frame), for progress reports."""
+    with torch.no_grad():
+        shown = images[:16].detach()
+        if shown.dim() == 5:
+            shown = shown[:, :, shown.shape[2] // 2]
+        return render.preview_png(shown)
