@@ -51,5 +51,8 @@ def test_the_motion_model_reads_an_mp4_and_prefers_a_video_of_its_class(server):
     video = np.load(io.BytesIO(base64.b64decode(entry["raw"])))
     assert video.shape == (3, 16, 64, 64)
     assert Image.open(io.BytesIO(base64.b64decode(entry["animation"]))).n_frames == 16
+    r, _ = server.job("motion_viz", data={"mode": "actmax", "channel": "left", "steps": "8", "format": "webp"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+    assert Image.open(io.BytesIO(r.content)).n_frames == 16
     described = server.post("motion_viz", data={"mode": "describe"}).json()
     assert json.dumps(described).count("rotating") >= 1
