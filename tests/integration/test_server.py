@@ -47,7 +47,8 @@ def test_model_registration_api_is_off(server):
     models = requests.get(f"{server.management}/models", headers={"Authorization": f"Bearer {server.management_key}"},
                           timeout=30).json()["models"]  # fmt: skip
     assert sorted(m["modelName"] for m in models) == [
-        "alexnet_viz", "inception_v3_viz", "resnet18_viz", "shapes_short_viz", "shapes_viz",
+        "alexnet_viz", "inception_v3_viz", "motion_viz", "r3d_18_viz", "resnet18_viz", "shapes_short_viz",
+        "shapes_viz",
     ]  # fmt: skip
 
 
