@@ -134,6 +134,16 @@ def fft_image(
 # -- transforms ----------------------------------------------------------------------------------------------------
 
 
+def _framewise(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn`` of images ``[N, C, H, W]`` applied to a video batch ``[K, C, T, H, W]`` with its frames folded into
+    the batch (one call for all frames, so one random draw for all of them); images go to ``fn`` as they are."""
+    if x.dim() != 5:
+        return fn(x)
+    k, c, t = x.shape[:3]
+    out = fn(x.transpose(1, 2).reshape(k * t, c, *x.shape[-2:]))
+    return out.reshape(k, t, c, *out.shape[-2:]).transpose(1, 2)
+
+
 def robustness_transforms(
     size: int, generator: torch.Generator, time_jitter: int = 0, strength: float = 1.0
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -154,13 +164,9 @@ def robustness_transforms(
         return x[..., dy : x.shape[-2] - d + dy, dx : x.shape[-1] - d + dx]
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 5:  # frames into the batch: one spatial draw for all of them
-            k, c, t = x.shape[:3]
-            if time_jitter:
-                x = torch.roll(x, ints(2 * time_jitter + 1) - time_jitter, dims=2)
-            out = spatial(x.transpose(1, 2).reshape(k * t, c, *x.shape[-2:]))
-            return out.reshape(k, t, c, *out.shape[-2:]).transpose(1, 2)
-        return spatial(x)
+        if x.dim() == 5 and time_jitter:
+            x = torch.roll(x, ints(2 * time_jitter + 1) - time_jitter, dims=2)
+        return _framewise(spatial, x)  # one spatial draw for every frame
 
     def spatial(x: torch.Tensor) -> torch.Tensor:
         pad = round(12 * s)
@@ -181,12 +187,7 @@ def robustness_transforms(
 def _gaussian_blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
     """Each frame ``[..., H, W]`` blurred in space."""
     if x.dim() == 5:
-        k, c, t = x.shape[:3]
-        return (
-            _gaussian_blur(x.transpose(1, 2).reshape(k * t, c, *x.shape[-2:]))
-            .reshape(k, t, c, *x.shape[-2:])
-            .transpose(1, 2)
-        )
+        return _framewise(_gaussian_blur, x)
     r = max(1, math.ceil(2 * sigma))
     k = torch.exp(-((torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2) / 2)
     k = k / k.sum()
