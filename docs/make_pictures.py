@@ -13,7 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torchvision.utils import make_grid
@@ -24,6 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 from cnnviz import ModelSpec, build_model, random_state_dict, torchvision_spec  # noqa: E402
 from examples.shapes.model import ShapesNet  # noqa: E402
 from examples.shapes.shapes_data import make_shapes, normalize  # noqa: E402
+from tests.images import raw_array  # noqa: E402
 from vizserve import VizService, render  # noqa: E402
 
 SHAPES = {  # picture: (class to draw, fields)
@@ -52,7 +52,7 @@ def shapes_pictures() -> None:
         print(path.relative_to(ROOT))
     [reply] = svc.handle([{"mode": "actmax", "channel": "0-5", "raw": "true"}])
     entries = json.loads(reply.body)["actmax"]
-    images = torch.stack([torch.from_numpy(np.load(io.BytesIO(base64.b64decode(e["raw"])))) for e in entries])
+    images = torch.stack([torch.from_numpy(raw_array(e["raw"])) for e in entries])
     with torch.no_grad():
         probs = model(normalize(images)).softmax(-1).diagonal()
     print("actmax class probabilities:", [round(float(p), 4) for p in probs])
@@ -83,7 +83,7 @@ def motion_pictures(steps: int = 128) -> None:
         path = ROOT / "docs" / f"motion_prefers_{e['label']}.webp"
         path.write_bytes(base64.b64decode(e["animation"]))
         print(path.relative_to(ROOT), "end", round(e["end"], 2))
-    videos = torch.stack([torch.from_numpy(np.load(io.BytesIO(base64.b64decode(e["raw"])))) for e in entries])
+    videos = torch.stack([torch.from_numpy(raw_array(e["raw"])) for e in entries])
     frames = videos[:, :, ::2].transpose(1, 2).flatten(0, 1)  # every second frame, a row per class
     grid = make_grid(torch.nn.functional.interpolate(frames, scale_factor=2, mode="nearest"), nrow=8, padding=2)
     path = ROOT / "docs" / "motion_actmax.png"

@@ -28,6 +28,13 @@ def jpeg(width: int = 320, height: int = 240, seed: int = 0) -> bytes:
     return encode(photo(width, height, seed), "JPEG", quality=90)
 
 
+def raw_array(text: str) -> np.ndarray:
+    """A response's ``raw`` field (base64 of a .npy file) as the array it carries."""
+    import base64
+
+    return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+
+
 def npy(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)

@@ -1,10 +1,7 @@
 """The project's own video model, where right answers are known: the clips, accuracy, and Grad-CAM over time."""
 
-import base64
-import io
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,6 +9,7 @@ from cnnviz import GradCAM
 from examples.motion.model import MotionNet
 from examples.motion.motion_data import CLASSES, FRAMES, SIZE, make_clips, normalize
 from examples.motion.train import TEST_SEED, accuracy, train
+from tests.images import raw_array
 from tests.services import motion_service
 from vizserve import Limits
 
@@ -155,7 +153,7 @@ def preferred():
     assert reply.status == 200, reply.body[:300]
     entries = json.loads(reply.body)["actmax"]
     assert [e["label"] for e in entries] == list(CLASSES)
-    return torch.stack([torch.from_numpy(np.load(io.BytesIO(base64.b64decode(e["raw"])))) for e in entries])
+    return torch.stack([torch.from_numpy(raw_array(e["raw"])) for e in entries])
 
 
 def test_preferred_videos_are_read_as_their_class_by_the_served_model_and_by_a_second_one(model, judge, preferred):

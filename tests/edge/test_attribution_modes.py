@@ -10,7 +10,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.images import shape_png
+from tests.images import raw_array, shape_png
 from tests.services import shapes_service
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -43,7 +43,7 @@ def test_gradcam_entry(svc, image):
         "method": "gradcam", "layer": "features", "target": 1, "label": "square",
     }  # fmt: skip
     assert cam["score"] == pytest.approx(out["predictions"][0]["score"], rel=1e-5)
-    raw = np.load(io.BytesIO(base64.b64decode(cam["raw"])))
+    raw = raw_array(cam["raw"])
     assert raw.shape == (64, 64) and raw.dtype == np.float32 and raw.min() >= 0
     assert cam["max"] == pytest.approx(float(raw.max()), rel=1e-6)
     y, x = np.unravel_index(raw.argmax(), raw.shape)
@@ -80,7 +80,7 @@ def test_deconv_entry(svc, image):
     data, _ = image
     out = json.loads(ask(svc, data=data, mode="deconv", layer="features.3", channel="5", raw="true").body)["deconv"]
     assert out["layer"] == "features.3" and out["channel"] == 5
-    assert np.load(io.BytesIO(base64.b64decode(out["raw"]))).shape == (3, 64, 64)
+    assert raw_array(out["raw"]).shape == (3, 64, 64)
     default = json.loads(ask(svc, data=data, mode="deconv").body)["deconv"]
     assert default["layer"] == "features" and default["activation"] > 0
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from cnnviz import ModelSpec, Preprocess
-from tests.images import jpeg, npy
+from tests.images import jpeg, npy, raw_array
 from tests.tiny import Tiny3D, tiny_clip
 from vizserve import VizService
 
@@ -38,13 +38,13 @@ def test_classify_featuremaps_and_gradcam_of_a_clip(svc):
     assert out["predictions"][0]["label"] == "zero"
     [fm] = out["featuremaps"]
     assert fm["shape"] == [2, 2, 1, 2]
-    raw = np.load(io.BytesIO(base64.b64decode(fm["raw"])))
+    raw = raw_array(fm["raw"])
     assert raw.tolist() == [[[[11.0, 15.0]], [[23.0, 31.0]]], [[[-12.0, -16.0]], [[-24.0, -32.0]]]]
     grid = picture(fm["image"])
     assert grid.width > grid.height  # two channels by two frames, with the title above
     cam = out["gradcam"]
     assert cam["layer"] == "features" and cam["max"] == pytest.approx(7.75)
-    heat = np.load(io.BytesIO(base64.b64decode(cam["raw"])))
+    heat = raw_array(cam["raw"])
     assert heat.shape == (2, 2, 3) and heat[1, 0].tolist() == pytest.approx([5.75, 6.75, 7.75])
     strip = picture(cam["image"])  # two frames of 2 x 3, each enlarged 112x to 224 x 336, 2 px apart
     assert strip.size == (2 * 336 + 2, 224)
@@ -59,7 +59,7 @@ def test_filters_of_a_3d_convolution_are_strips_over_time(svc):
 def test_saliency_and_describe_of_a_clip(svc):
     [reply] = svc.handle([{"data": CLIP, "mode": "saliency,describe", "raw": "true", "target": "0"}])
     out = json.loads(reply.body)
-    grads = np.load(io.BytesIO(base64.b64decode(out["saliency"]["raw"])))
+    grads = raw_array(out["saliency"]["raw"])
     assert grads.tolist() == [[[0.25, 0.5, 0.25]] * 2] * 2
     assert out["describe"]["modality"] == "video" and out["describe"]["input_shape"] == [3, 2, 2, 3]
 
@@ -85,7 +85,7 @@ def test_a_preferred_video_through_the_service_and_its_preview(svc):
                            "raw": "true"}])  # fmt: skip
     assert reply.status == 200, reply.body
     [entry] = json.loads(reply.body)["actmax"]
-    video = np.load(io.BytesIO(base64.b64decode(entry["raw"])))
+    video = raw_array(entry["raw"])
     assert video.shape == (3, 2, 16, 16) and entry["end"] > entry["start"] and entry["label"] == "zero"
     assert picture(entry["image"]).size == (2 * 224 + 2, 224)  # two frames side by side
     strip = Image.open(io.BytesIO(preview(torch.rand(2, 3, 4, 16, 16))))  # a video's middle frame, per target
@@ -107,11 +107,11 @@ def test_a_video_file_and_a_npy_clip_through_a_video_model():
     out = json.loads(reply.body)
     assert out["input"]["container"] == "MP4" and len(out["input"]["timestamps"]) == 8
     assert len(out["predictions"]) == 5 and out["featuremaps"][0]["shape"] == [512, 1, 7, 7]
-    assert np.load(io.BytesIO(base64.b64decode(out["gradcam"]["raw"]))).shape == (8, 112, 112)
+    assert raw_array(out["gradcam"]["raw"]).shape == (8, 112, 112)
 
     clip = torch.randn(3, 16, 112, 112)
     [reply] = video.handle([{"data": npy(clip.numpy()), "mode": "featuremaps", "layers": "layer2", "raw": "true"}])
-    fmap = np.load(io.BytesIO(base64.b64decode(json.loads(reply.body)["featuremaps"][0]["raw"])))
+    fmap = raw_array(json.loads(reply.body)["featuremaps"][0]["raw"])
     seen = {}
     handle = model.layer2.register_forward_hook(lambda m, a, o: seen.update(out=o))
     try:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.images import jpeg, npy
+from tests.images import jpeg, npy, raw_array
 from tests.services import tiny_service
 from tests.tiny import Tiny, tiny_input
 from vizserve import Limits, smallest_input_side
@@ -23,12 +23,6 @@ def body(reply):
     return json.loads(reply.body)
 
 
-def b64_npy(text):
-    import base64
-
-    return np.load(io.BytesIO(base64.b64decode(text)))
-
-
 def test_classify_and_featuremaps_hand_computed():
     svc = make_service()
     x = tiny_input()[0].numpy()
@@ -40,7 +34,7 @@ def test_classify_and_featuremaps_hand_computed():
     assert out["predictions"][0]["score"] == pytest.approx(np.exp(13) / (np.exp(13) + 2), rel=1e-6)
     [fm] = out["featuremaps"]
     assert fm["layer"] == "features.0" and fm["shape"] == [2, 1, 2]
-    assert b64_npy(fm["raw"]).tolist() == [[[11.0, 15.0]], [[-12.0, -16.0]]]
+    assert raw_array(fm["raw"]).tolist() == [[[11.0, 15.0]], [[-12.0, -16.0]]]
     import base64
 
     assert base64.b64decode(fm["image"]).startswith(PNG)
@@ -126,7 +120,7 @@ def test_gpu_results_match_cpu():
     x = {"data": npy(tiny_input()[0].numpy()), "mode": "featuremaps", "raw": "true"}
     a, b = body(cpu.handle([x])[0]), body(gpu.handle([x])[0])
     assert b["device"].startswith("cuda")
-    assert b64_npy(a["featuremaps"][0]["raw"]).tolist() == b64_npy(b["featuremaps"][0]["raw"]).tolist()
+    assert raw_array(a["featuremaps"][0]["raw"]).tolist() == raw_array(b["featuremaps"][0]["raw"]).tolist()
 
 
 def test_describe_answers_the_spec_and_every_mode_with_its_options():

@@ -5,7 +5,6 @@ weights API (``get_model(arch, weights=...)``, whose state-dict download is repl
 and fed torchvision's own transform (``weights.transforms()``).
 """
 
-import base64
 import io
 import json
 
@@ -16,7 +15,7 @@ import torchvision
 from PIL import Image
 
 from cnnviz import imagenet_weights, load_weights, torchvision_spec
-from tests.images import jpeg
+from tests.images import jpeg, raw_array
 from vizserve import VizService, image_transform
 from vizserve.loading import model_for
 
@@ -71,7 +70,7 @@ def test_served_like_torchvision_serves_it(arch, monkeypatch):
     for p in out["predictions"]:
         got[p["index"]] = p["score"]
     assert torch.allclose(got, expected, atol=1e-6, rtol=1e-4)
-    fmap = np.load(io.BytesIO(base64.b64decode(out["featuremaps"][0]["raw"])))
+    fmap = raw_array(out["featuremaps"][0]["raw"])
     assert np.allclose(fmap, seen["out"][0].numpy(), atol=1e-5, rtol=1e-4)
-    cam = np.load(io.BytesIO(base64.b64decode(out["gradcam"]["raw"])))
+    cam = raw_array(out["gradcam"]["raw"])
     assert out["gradcam"]["layer"] == cam_layer and cam.shape == (side, side) and np.isfinite(cam).all()

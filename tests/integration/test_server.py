@@ -14,14 +14,10 @@ import requests
 import torch
 
 from cnnviz import build_model, read_state_dict
-from tests.images import jpeg, npy, png_header_only, shape_folder, shape_png
+from tests.images import jpeg, npy, png_header_only, raw_array, shape_folder, shape_png
 
 pytestmark = pytest.mark.integration
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def decode_npy(text: str) -> np.ndarray:
-    return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
 
 
 def test_requests_without_the_token_are_refused(server):
@@ -61,7 +57,7 @@ def test_inception_v3_is_fed_299_px_and_explained_at_its_last_stage(server):
     r = server.post("inception_v3_viz", files={"data": jpeg(500, 375)}, data=fields)
     assert r.status_code == 200, r.text[:300]
     out = r.json()
-    assert out["gradcam"]["layer"] == "Mixed_7c" and decode_npy(out["gradcam"]["raw"]).shape == (299, 299)
+    assert out["gradcam"]["layer"] == "Mixed_7c" and raw_array(out["gradcam"]["raw"]).shape == (299, 299)
     assert out["featuremaps"][0]["shape"] == [2048, 8, 8] and len(out["predictions"]) == 5
 
 
@@ -95,8 +91,8 @@ def test_raw_feature_maps_equal_a_direct_torch_computation(server, alexnet_weigh
     got = {fm["layer"]: fm for fm in out["featuremaps"]}
     assert list(got) == ["features.0", "features.10"]
     assert got["features.0"]["shape"] == [64, 55, 55]
-    np.testing.assert_allclose(decode_npy(got["features.0"]["raw"]), conv1.numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(decode_npy(got["features.10"]["raw"]), conv5.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(raw_array(got["features.0"]["raw"]), conv1.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(raw_array(got["features.10"]["raw"]), conv5.numpy(), rtol=1e-4, atol=1e-4)
     assert conv5.min() < 0  # the raw map really is pre-ReLU
     top = probs.topk(3)
     assert [p["index"] for p in out["predictions"]] == top.indices.tolist()
@@ -212,7 +208,7 @@ def test_gradcam_through_the_server_points_at_the_object(server):
     assert r.status_code == 200, r.text
     cam = r.json()["gradcam"]
     assert cam["label"] == "circle" and cam["layer"] == "features"
-    raw = decode_npy(cam["raw"])
+    raw = raw_array(cam["raw"])
     y, x = np.unravel_index(raw.argmax(), raw.shape)
     assert x0 - 4 <= x <= x1 + 4 and y0 - 4 <= y <= y1 + 4
 

@@ -7,11 +7,11 @@ import base64
 import io
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from examples.motion.motion_data import CLASSES, make_clips, write_video
+from tests.images import raw_array
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def test_the_motion_model_reads_an_mp4_and_prefers_a_video_of_its_class(server):
     assert r.status_code == 200, r.text[:300]
     [entry] = r.json()["actmax"]
     assert entry["label"] == "right" and entry["end"] > entry["start"]
-    video = np.load(io.BytesIO(base64.b64decode(entry["raw"])))
+    video = raw_array(entry["raw"])
     assert video.shape == (3, 16, 64, 64)
     assert Image.open(io.BytesIO(base64.b64decode(entry["animation"]))).n_frames == 16
     r, _ = server.job("motion_viz", data={"mode": "actmax", "channel": "left", "steps": "8", "format": "webp"})
