@@ -42,10 +42,11 @@ def matmul_peak(n: int = 2048, repeats: int = 20, dtype: torch.dtype = torch.flo
     return 2 * n**3 / best
 
 
-def plain_loop(model, layer: str, channel: int, size: int, steps: int) -> None:
-    """The seeds' loop: SGD on pixels from zeros, the whole network each step, one target."""
+def plain_loop(model, layer: str, channel: int, size: int, steps: int, frames: int | None = None) -> None:
+    """The seeds' loop: SGD on pixels from zeros, the whole network each step, one target (a clip of ``frames``
+    for a video model, as the seeds' 3-D ResNet notebook does)."""
     module = dict(model.named_modules())[layer]
-    x = torch.zeros(1, 3, size, size, requires_grad=True)
+    x = torch.zeros(1, 3, *((frames,) if frames else ()), size, size, requires_grad=True)
     opt = torch.optim.SGD([x], lr=1.0)
     store = {}
     handle = module.register_forward_hook(lambda m, a, o: store.__setitem__("out", o.clone()))

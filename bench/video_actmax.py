@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
+from bench.actmax import plain_loop  # noqa: E402
 from cnnviz import Settings, Target, actmax, build_model, random_state_dict  # noqa: E402
 from cnnviz.actmax import Objective  # noqa: E402
 
@@ -51,6 +52,14 @@ def step_times(model, k: int, size: int, frames: int, steps: int, precision: str
     last[0] = time.perf_counter()
     actmax(model, [Target("", c) for c in range(k)], cfg, progress)
     return times[2:]  # the first steps warm up allocators and kernels
+
+
+def plain_step_s(model, layer: str, size: int, frames: int, steps: int) -> float:
+    """Seconds a step of the seeds' loop takes, for one target (after 2 warm-up steps)."""
+    plain_loop(model, layer, 0, size, 2, frames)
+    t0 = time.perf_counter()
+    plain_loop(model, layer, 0, size, steps, frames)
+    return (time.perf_counter() - t0) / steps
 
 
 def flops_per_step(model, k: int, size: int, frames: int) -> int:
@@ -81,8 +90,9 @@ def main() -> None:
     out: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                  "torch": torch.__version__, "steps_timed": args.steps - 2, "cases": []}  # fmt: skip
     shapes_norm = dict(mean=(0.5,) * 3, std=(0.25,) * 3)
-    cases = [("r3d_18", r3d, 1, 112, 16, KINETICS), ("motion", motion, 6, 64, 16, shapes_norm)]
-    for name, model, k, size, frames, norm in cases:
+    cases = [("r3d_18", r3d, "fc", 1, 112, 16, KINETICS), ("motion", motion, "classifier", 6, 64, 16, shapes_norm)]
+    for name, model, output, k, size, frames, norm in cases:
+        plain = plain_step_s(model, output, size, frames, max(2, args.steps - 2))
         flops = flops_per_step(model, k, size, frames)
         for precision in ("float32", "bfloat16"):
             times = step_times(model, k, size, frames, args.steps, precision, norm)
@@ -93,6 +103,8 @@ def main() -> None:
                 "gflop_per_step": round(flops / 1e9, 1), "cpu_tflops": round(flops / median / 1e12, 3),
                 "gpu_on_paper_256_steps_s": {g: round(256 * flops / (peak * GPU_EFFICIENCY), 2)
                                              for g, peak in GPU_PEAK.items()},
+                "plain_loop_step_s": round(plain, 3), "plain_loop_256_steps_per_video_s": round(256 * plain, 1),
+                "speedup_per_video_over_plain_loop": round(plain * k / median, 2),
             }  # fmt: skip
             out["cases"].append(case)
             print(json.dumps(case), flush=True)
