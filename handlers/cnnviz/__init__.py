@@ -27,6 +27,7 @@ from .models import (
     read_state_dict,
     torchvision_spec,
 )
+from .objectives import Direction, Diversity, Sum, Term
 from .spec import ModelSpec, Preprocess
 from .visuals import diverging, featuremap_tiles, kernel_matrix, rgb_filter_tiles, select_channels
 
@@ -40,6 +41,10 @@ __all__ = [
     "Optimization",
     "Settings",
     "Target",
+    "Term",
+    "Sum",
+    "Direction",
+    "Diversity",
     "actmax",
     "invert",
     "shared_copy",

@@ -1,18 +1,20 @@
 """Activation maximization ("preferred images"): parameterization -> transforms -> model -> objective.
 
 K targets are optimized together as one batch: one forward and one backward per step for all K images, each row
-with its own objective (rows never mix, so each row's gradient is its own).
+with its own objective (rows never mix, so each row's gradient is its own, except through a diversity term, which
+compares the images of one target).
 
 - Parameterization: the image lives in [0, 1] (a sigmoid of the parameters) and is normalized inside the graph.
   ``pixel`` parameters are the image's logits; ``fft`` parameters are a Fourier spectrum scaled by 1/frequency and
   colour-decorrelated, as in Lucid (Olah et al. 2017) and lucent, with their constants.
 - Transforms (transformation robustness): pad, jitter, scale, rotate, jitter, drawn anew each step, the same for the
   whole batch (lucent's defaults, scaled to the image size).
-- Objectives: a channel's mean activation, one unit's activation, or a class's score: its log-probability
-  (log-softmax, as the seed notebooks' cross-entropy loss does; the default for images), its logit (Lucid), or its
-  margin over the best other class (the default for video: it does not saturate once the class wins, as the
-  log-probability does, and cannot rise by raising every class, as a logit can; measured on the motion example,
-  where a second model read 5 of 6 margin videos as their class and 2 of 6 log-probability ones).
+- Objectives (:mod:`cnnviz.objectives`): terms that compose into weighted sums: a channel's mean activation, one
+  unit's activation, a direction in a layer's channel space, Lucid's Gram-matrix diversity, or a class's score: its
+  log-probability (log-softmax, as the seed notebooks' cross-entropy loss does; the default for images), its logit
+  (Lucid), or its margin over the best other class (the default for video: it does not saturate once the class
+  wins, as the log-probability does, and cannot rise by raising every class, as a logit can; measured on the motion
+  example, where a second model read 5 of 6 margin videos as their class and 2 of 6 log-probability ones).
 - Regularizers: L2 decay and L1 ("no ink") towards mid-grey, total variation, a pull towards an initial image, and a
   Gaussian blur of pixel parameters every k steps (cnnpref). Departure: the blur is not applied to ``fft`` parameters,
   whose 1/f scaling already favours low frequencies.
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .capture import LayerHooks, restore_mode
+from .objectives import Objective, Target, Term, _Hooked
 
 __all__ = [
     "ActmaxResult", "FeatureMatch", "Objective", "Optimization", "Settings", "Target", "actmax", "fft_image",
@@ -41,18 +44,6 @@ __all__ = [
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 _COLOR = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 _FFT_MAGIC = 4.0  # lucent/Lucid's divisor that keeps the initial image's contrast low
-
-
-@dataclass(frozen=True)
-class Target:
-    """What one row maximizes: ``layer`` channel ``channel`` (mean over space, and time for video), or unit
-    (``y``, ``x``, and for video ``t``) of it; a class is the last layer's channel (its logit)."""
-
-    layer: str
-    channel: int
-    y: int | None = None
-    x: int | None = None
-    t: int | None = None  # a video layer's frame; None: the unit's mean over frames
 
 
 @dataclass
@@ -210,75 +201,6 @@ def _temporal_variation(x: torch.Tensor) -> torch.Tensor:
     if x.dim() < 5 or x.shape[2] < 2:
         return x.new_zeros(len(x))
     return (x[:, :, 1:] - x[:, :, :-1]).abs().flatten(1).mean(1)
-
-
-# -- the objective -------------------------------------------------------------------------------------------------
-CLASS_SCORES = ("logprob", "logit", "margin")
-
-
-def _class_scores(logits: torch.Tensor, how: str) -> torch.Tensor:
-    """``[K, classes]`` -> what a class target maximizes, per class: its log-probability (saturates at 0 once the
-    class wins), its logit, or its margin over the best other class (``logit_c - max_{j != c} logit_j``, which
-    keeps growing while it wins and, unlike the logit, cannot grow by raising every class together)."""
-    if how == "logprob":
-        return logits.log_softmax(dim=-1)
-    if how == "logit":
-        return logits
-    top2 = logits.topk(min(2, logits.shape[-1]), dim=-1).values
-    best_other = torch.where(logits == top2[..., :1], top2[..., -1:], top2[..., :1])
-    return logits - best_other
-
-
-class _Hooked:
-    """An objective whose ``hooks`` (:class:`LayerHooks`) are on while the optimization runs (``with objective:``)."""
-
-    hooks: LayerHooks
-
-    def __enter__(self):
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.hooks.close()
-
-
-class Objective(_Hooked):
-    """Per-row objective ``[K]`` of the targets, one forward pass per call. The hooks are registered once, on entry
-    (``with objective:``), not per step; the pass stops after the deepest target layer unless a class is a target.
-    Units are taken at the same relative place when the transforms change a layer's size (``native`` holds each
-    layer's size on the first call)."""
-
-    def __init__(self, model: nn.Module, targets: Sequence[Target], classes: str = "logprob") -> None:
-        if classes not in CLASS_SCORES:
-            raise ValueError(f"class score must be one of {CLASS_SCORES}, got {classes!r}")
-        self.targets = list(targets)
-        self.classes = classes
-        layers = sorted({t.layer for t in targets if t.layer})
-        self.needs_classes = any(not t.layer for t in targets)
-        self.hooks = LayerHooks(model, layers, keep="graph", stop=not self.needs_classes)
-        self.native: dict[str, tuple[int, ...]] = {}
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.hooks.run(x)
-        outputs = dict(self.hooks.outputs)
-        if logits is not None:
-            outputs[""] = _class_scores(logits.float(), self.classes)
-        values = []
-        for k, t in enumerate(self.targets):
-            out = outputs[t.layer][k, t.channel]
-            if out.dim() == 0:
-                values.append(out)
-                continue
-            h, w = out.shape[-2:]
-            base_h, base_w = self.native.setdefault(t.layer, (h, w))
-            if t.y is None:
-                values.append(out.mean())
-                continue
-            unit = out[..., min(h - 1, t.y * h // base_h), min(w - 1, t.x * w // base_w)]
-            if unit.dim() == 1:  # a video layer [T', h, w]: the unit at frame t, or over all frames
-                unit = unit.mean() if t.t is None else unit[min(len(unit) - 1, t.t)]
-            values.append(unit)
-        return torch.stack(values)
 
 
 @dataclass(frozen=True)
@@ -472,13 +394,15 @@ def shared_copy(model: nn.Module) -> nn.Module:
 
 
 def actmax(
-    model: nn.Module, targets: Sequence[Target], settings: Settings = Settings(), progress: Progress | None = None
+    model: nn.Module, targets: Sequence[Term], settings: Settings = Settings(), progress: Progress | None = None
 ) -> ActmaxResult:
     """One image per target, optimized together as one batch.
 
-    ``targets``: layer names from ``model.named_modules()``; ``""`` is the model's output (class targets, scored
-    as ``settings.classes`` says). ``progress`` is called after each step with ``(step, objective [K],
-    images_fn)``. The model runs in eval mode (restored after) and its parameters get no gradients.
+    ``targets``: one objective per image: a :class:`Target` or an expression of terms (:mod:`cnnviz.objectives`:
+    ``0.5 * Target("features.10", 3) - Target("features.10", 7)``); layer names from ``model.named_modules()``;
+    ``""`` is the model's output (class targets, scored as ``settings.classes`` says). ``progress`` is called
+    after each step with ``(step, objective [K], images_fn)``. The model runs in eval mode (restored after) and its
+    parameters get no gradients.
     """
     return _optimize(model, len(targets), Objective(model, targets, settings.classes), settings, progress)
 
