@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnviz import build_model, torchvision_spec
+from cnnviz import Direction, Diversity, Target, build_model, torchvision_spec
 from tests.images import shape_png
 from tests.services import shapes_service
-from vizserve import Limits, VizService, parse_request
+from vizserve import MODES, Limits, VizService, parse_request
 from vizserve.loading import job_scheduler
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -93,6 +93,32 @@ def test_the_time_budget_cuts_a_long_optimization():
         ({"mode": "actmax", "channel": "1", "optimizer": "lbfgs"}, "'optimizer' must be one of adam, sgd"),
         ({"mode": "actmax", "channel": "1", "init": "image"}, "init=image starts from the uploaded image"),
         ({"mode": "actmax", "channel": "1", "stream": "true"}, "option 'stream' is gone"),
+        ({"mode": "actmax", "channel": "3+"}, r"a term is missing .*, in '3\+'"),
+        ({"mode": "actmax", "channel": "features.99:3"}, r"term 'features.99:3': unknown layer 'features.99'"),
+        ({"mode": "actmax", "channel": "1+features.3:24"}, r"0\.\.23 \(a channel of layer features.3\), got '24'"),
+        ({"mode": "actmax", "channel": "circle-sqare"}, r"target 'circle-sqare': must be a class .* 'sqare'; did you"),
+        ({"mode": "actmax", "channel": "abc*3"}, r"weight 'abc' is not a number, in 'abc\*3'"),
+        ({"mode": "actmax", "channel": "1e4*3"}, r"weight '1e4' must be above 0 and at most 1000"),
+        ({"mode": "actmax", "channel": "0*circle"}, r"weight '0' must be above 0"),
+        ({"mode": "actmax", "channel": "+".join(["1"] * 17)}, "has more than 16 terms; at most 16"),
+        ({"mode": "actmax", "channel": "1+" * 2048 + "1"}, "is 4097 characters long; at most 4096"),
+        ({"mode": "actmax", "channel": "0-5", "images": "11"}, r"ask for 66 images \(6 targets x 11\); at most 64"),
+        ({"mode": "actmax", "channel": "1", "images": "65"}, r"'images' must be a whole number in 1\.\.64"),
+        ({"mode": "actmax", "channel": "1", "images": "2", "init": "zeros"}, "init=zeros starts them alike"),
+        ({"mode": "actmax", "channel": "1", "diversity": "1"}, "ask for several with option 'images'"),
+        ({"mode": "actmax", "channel": "1", "diversity": "1001", "images": "2"}, r"'diversity' must be a number in"),
+        ({"mode": "actmax", "channel": "1", "diversity_layer": "features.0"}, "give 'diversity' too"),
+        (
+            {"mode": "actmax", "channel": "1", "images": "2", "diversity": "1", "diversity_layer": "f.9"},
+            "unknown layer",
+        ),
+        ({"mode": "actmax", "channel": "1", "direction": "image"}, "'channel' and 'direction' each say what"),
+        ({"mode": "actmax", "direction": "1,2"}, "name it with option 'layer'"),
+        ({"mode": "actmax", "layer": "features.3", "direction": "1,2"}, r"per channel of 'layer' \(24\).*got 2 items"),
+        ({"mode": "actmax", "layer": "features.0", "direction": "1,x" + ",1" * 10}, r"item 1 \('x'\) must be a num"),
+        ({"mode": "actmax", "layer": "features.0", "direction": ",".join(["0"] * 12)}, "all zeros"),
+        ({"mode": "actmax", "layer": "features.3", "direction": "image"}, "direction=image reads the uploaded image"),
+        ({"mode": "actmax", "layer": "features.3", "direction": "image", "y": "1"}, "a direction is taken over every"),
         ({"job": "abc"}, r"runs optimizations in the request \(no jobs\)"),
         ({"mode": "invert"}, "mode invert needs an image"),
         ({"mode": "layers", "seed": "1"}, "'seed' is used by mode actmax and invert"),
@@ -114,6 +140,54 @@ def test_target_count_cap():
         parse_request({"mode": "actmax", "layer": "features.10", "channel": "0-64"}, served)
     ok = parse_request({"mode": "actmax", "layer": "features.10", "channel": "0-63"}, served)
     assert len(ok.values["actmax"]["targets"]) == 64
+
+
+T3, T7 = Target("features.3", 3), Target("features.3", 7)
+
+
+@pytest.mark.parametrize(
+    "fields, targets",
+    [
+        ({"channel": "features.3:3+features.3:7"}, [T3 + T7]),
+        ({"channel": "-features.8:12"}, [-Target("features.8", 12)]),
+        ({"layer": "features.3", "channel": "3+7"}, [T3 + T7]),
+        ({"layer": "features.3", "channel": "0.5*3-7"}, [0.5 * T3 - T7]),
+        ({"layer": "features.3", "channel": "3-7"}, [Target("features.3", c) for c in range(3, 8)]),  # a range
+        ({"layer": "features.3", "channel": "-7+3, 3 - 1*7"}, [-T7 + T3, T3 - T7]),
+        ({"channel": "circle-square"}, [Target("", 0) - Target("", 1)]),
+        ({"channel": "1e-3*5,horizontal stripes-2*circle"}, [1e-3 * Target("", 5), Target("", 4) - 2 * Target("", 0)]),
+        ({"layer": "features.3", "channel": "1+features.6:2", "y": "4", "x": "9"},
+         [Target("features.3", 1, 4, 9) + Target("features.6", 2)]),
+        ({"layer": "features.3", "channel": "1,2", "images": "2", "diversity": "0.5"},
+         [Target("features.3", c) + 0.5 * Diversity("features.3") for c in (1, 1, 2, 2)]),
+        ({"channel": "features.6:1-circle", "images": "2", "diversity": "2", "diversity_layer": "features.0"},
+         [Target("features.6", 1) - Target("", 0) + 2 * Diversity("features.0")] * 2),
+        ({"channel": "circle", "images": "3", "diversity": "1"}, [Target("", 0) + Diversity("features.8")] * 3),
+        ({"layer": "features.0", "direction": "1,-2" + ",0" * 10, "images": "2"},
+         [Direction("features.0", (1.0, -2.0) + (0.0,) * 10)] * 2),
+    ],
+)  # fmt: skip
+def test_channel_expressions_parse_to_their_terms(svc, fields, targets):
+    values = parse_request({"mode": "actmax", **fields}, svc.served).values["actmax"]
+    assert list(values["targets"]) == targets
+    assert MODES["actmax"].targets(values) == len(targets)  # the cost estimate counts every image
+
+
+def test_a_sum_of_classes_and_a_direction_from_the_image_as_requests(svc):
+    [reply] = svc.handle([{"mode": "actmax", "channel": "circle-square,features.3:1", "steps": "8"}])
+    assert reply.status == 200, reply.body
+    entries = json.loads(reply.body)["actmax"]
+    assert [e["objective"] for e in entries] == ["circle - square", "features.3:1"]
+    assert "label" not in entries[0] and (entries[1]["layer"], entries[1]["channel"]) == ("features.3", 1)
+    assert all(e["steps"] == 8 and e["end"] > e["start"] for e in entries)
+    [reply] = svc.handle([{"data": png_of_shape(), "mode": "actmax", "layer": "features.3", "direction": "image",
+                           "images": "2", "diversity": "1", "steps": "2"}])  # fmt: skip
+    assert reply.status == 200, reply.body
+    entries = json.loads(reply.body)["actmax"]
+    assert [(e["objective"], e["layer"], e["sample"]) for e in entries] == [
+        ("direction(features.3, image) + diversity(features.3)", "features.3", s) for s in (0, 1)
+    ]
+    assert all(-2 <= e["start"] <= 1 for e in entries)  # a cosine, minus one at most for the diversity
 
 
 def test_precision_auto_resolves_to_what_the_device_does_well(svc):

@@ -128,7 +128,7 @@ def test_every_option_is_declared_once_and_means_one_thing():
         "method", "target", "layer", "channel", "samples", "noise", "ig_steps", "baseline",
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
         "transforms", "job", "precision", "steps", "time_jitter", "tv_time", "frames", "start", "clip", "t",
-        "class_score", "robustness", "copies",
+        "class_score", "robustness", "copies", "direction", "images", "diversity", "diversity_layer",
     }  # fmt: skip
     for name, users in options.items():
         kinds = {(o.kind, o.lo, o.hi, o.choices, o.help) for _, o in users}
@@ -175,6 +175,15 @@ def test_readme_options_table_is_generated_from_the_declarations():
     readme = (__import__("pathlib").Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert START in readme and END in readme
     assert readme.split(START, 1)[1].split(END, 1)[0] == "\n" + table(), "run scripts/options_table.py --write"
+
+
+def test_actmax_sums_of_hyphenated_labels(table):
+    from cnnviz import Target
+
+    sloth, goldfish = Target("", 364), Target("", 1)
+    for text, want in [("three-toed sloth", sloth), ("three-toed sloth-goldfish", sloth - goldfish),
+                       ("-goldfish+2*three-toed sloth", -goldfish + 2 * sloth)]:  # fmt: skip
+        assert parse(table, mode="actmax", channel=text).values["actmax"]["targets"] == (want,)
 
 
 def test_base64_in_a_form_text_field_that_arrives_as_bytes(table):

@@ -21,9 +21,11 @@ LAYER = Option("layer", "text", None, "the one layer a mode looks at", allowed_t
                "maps [C, H, W]")  # fmt: skip
 TARGET = Option("target", "text", None, "the class to explain", default_text="the top-1 class",
                 allowed_text="a class index, or a label (case-insensitive: target=tabby)")  # fmt: skip
-CHANNEL = Option("channel", "text", None, "which channels of 'layer' (actmax: the targets, up to 64)",
-                 allowed_text="deconv: one index; actmax: 3, 3,7,9, 0-15 or a mix, and without 'layer' classes by "
-                 "index or label (tabby,goldfish)")  # fmt: skip
+CHANNEL = Option("channel", "text", None, "which channels of 'layer' (actmax: the targets, up to 64, each one "
+                 "image, or a sum of terms)", allowed_text="deconv: one index; actmax: 3, 3,7,9, 0-15 or a mix, and "
+                 "without 'layer' classes by index or label (tabby,goldfish); each target may be terms joined by + "
+                 "and -, weighted: 3+7, 0.5*3-1*7, -features.8:12 (LAYER:CHANNEL: another layer), "
+                 "tabby-goldfish")  # fmt: skip
 METHOD = Option("method", "names", None, "the method of each attribution mode asked", allowed_text="gradcam: "
                 "gradcam, gradcam++, guided_gradcam; saliency: vanilla, smoothgrad, integrated_gradients, "
                 "guided_backprop, deconvnet; a comma list when both modes are asked")  # fmt: skip
