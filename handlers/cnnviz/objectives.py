@@ -14,9 +14,9 @@ one value:
   positions), flattened and L2-normalized; the rows whose whole expressions are equal form a group, and the term is
   minus the mean cosine similarity of the row's Gram matrix with those of the other rows of its group (0 for a row
   alone). Departure: Lucid returns one number for the batch, the sum over ordered pairs divided by the batch size;
-  ours is per row and divided by the others' count, so that it reads in [-1, 1] for any group size (the same as
-  Lucid's for two images; the rows' sum is Lucid's times ``n / (n - 1)``). It is the one term through which rows
-  of a batch interact.
+  ours is per row and divided by the others' count, so that it reads in [-1, 0] for any group size (Gram matrices
+  are positive semi-definite, so their inner products are >= 0; the same as Lucid's for two images; the rows' sum
+  is Lucid's times ``n / (n - 1)``). It is the one term through which rows of a batch interact.
 
 The layers an objective needs are collected from its terms, so one :class:`~cnnviz.capture.LayerHooks` records
 them all and the forward pass stops after the deepest one unless a class score is needed.
