@@ -96,3 +96,18 @@ def test_bfloat16_autocast_optimizes_too(alexnet):
     result = actmax(alexnet, targets, Settings(size=96, steps=30, lr=0.1, transforms=False, precision="bfloat16"))
     assert result.images.dtype == torch.float32 and result.end.dtype == torch.float32
     assert (result.end > result.start).all()
+
+
+def test_start_and_end_are_reported_in_float32_when_steps_run_in_bfloat16(shapes):
+    """bfloat16 keeps 8 bits: a class log-probability of -1.79 would read -1.7890625 at start and end alike.
+    The reported values are the float32 objective of the first and final images."""
+    from cnnviz.actmax import Objective
+
+    cfg = Settings(size=64, mean=MEAN, std=STD, steps=3, precision="bfloat16")
+    result = actmax(shapes, [Target("", 0), Target("", 4)], cfg)
+    x = (result.images - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    with torch.no_grad(), Objective(shapes, [Target("", 0), Target("", 4)]) as objective:
+        exact = objective(x)
+    torch.testing.assert_close(result.end, exact, rtol=1e-5, atol=1e-5)
+    assert (result.end.to(torch.bfloat16).float() != result.end).any()  # more bits than bfloat16 holds
+    assert (result.start.to(torch.bfloat16).float() != result.start).any()
