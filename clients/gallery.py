@@ -13,13 +13,10 @@ import argparse
 import base64
 import html
 import sys
-import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from viz_client import IMAGE_SUFFIXES, ROOT, token  # noqa: E402
+from viz_client import IMAGE_SUFFIXES, ROOT, call  # noqa: E402
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -43,30 +40,6 @@ window.addEventListener("load", () => {{
 """
 
 
-def post(args, fields: dict, image: Path | None = None) -> dict:
-    files = {"data": (image.name, image.read_bytes())} if image else None
-    try:
-        r = requests.post(f"{args.url}/predictions/{args.model}", data=fields, files=files, timeout=600,
-                          headers={"Authorization": f"Bearer {token(args)}"})  # fmt: skip
-        if r.status_code == 202:  # an optimization job: poll it until its answer comes
-            url, job = f"{args.url}/predictions/{args.model}", r.json()["job"]
-            print(f"{fields.get('mode')}: job {job}", end="", flush=True)
-            while r.status_code == 202:
-                time.sleep(1)
-                r = requests.post(url, data={"job": job}, headers={"Authorization": f"Bearer {token(args)}"},
-                                  timeout=60)  # fmt: skip
-                if r.status_code == 202:
-                    state = r.json()
-                    print(f"\r{fields.get('mode')}: job {job} step {state['step']}/{state['steps']}", end="",
-                          flush=True)  # fmt: skip
-            print()
-    except requests.ConnectionError:
-        sys.exit(f"cannot reach {args.url}: is the server running? (./serve.sh)")
-    if r.status_code != 200:
-        sys.exit(f"HTTP {r.status_code}: {r.text[:500]}")
-    return r.json()
-
-
 def save(folder: Path, name: str, b64: str) -> str:
     (folder / name).write_bytes(base64.b64decode(b64))
     return name
@@ -87,7 +60,7 @@ def optimized(args, folder: Path, layer: str | None) -> str:
     fields = {"mode": "actmax", "channel": args.channel, "steps": str(args.steps)}
     if layer:
         fields["layer"] = layer
-    out = post(args, fields)
+    out = call(args, fields)
     cells = []
     for e in out["actmax"]:
         about = e.get("label") or f"channel {e['channel']}"
@@ -97,7 +70,7 @@ def optimized(args, folder: Path, layer: str | None) -> str:
 
 
 def per_image(args, folder: Path, image: Path) -> str:
-    out = post(args, {"mode": "featuremaps,gradcam", "channels": "16"}, image)
+    out = call(args, {"mode": "featuremaps,gradcam", "channels": "16"}, image)
     top = out["predictions"][0]
     cam = out["gradcam"]
     row = [
