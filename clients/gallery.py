@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from viz_client import IMAGE_SUFFIXES, ROOT, call  # noqa: E402
+from viz_client import IMAGE_SUFFIXES, ROOT, call, early_mark  # noqa: E402
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -25,7 +25,7 @@ body {{ font: 14px system-ui, sans-serif; margin: 24px; background: #fafafa; col
 table {{ border-collapse: collapse; }} td, th {{ padding: 6px; text-align: center; vertical-align: top; }}
 th {{ font-weight: 600; }} img {{ max-width: 224px; image-rendering: pixelated; border: 1px solid #ccc; }}
 .wide img {{ max-width: 560px; }} caption {{ text-align: left; font-size: 18px; padding: 8px 0; }}
-small {{ color: #666; }}
+small {{ color: #666; }} .early {{ color: #b00000; font-weight: 600; }}
 </style></head><body>
 <h1>{heading}</h1><p><small>{about}</small></p>
 {tables}
@@ -45,9 +45,12 @@ def save(folder: Path, name: str, b64: str) -> str:
     return name
 
 
-def cell(src: str, caption: str) -> str:
+def cell(src: str, caption: str, mark: str = "") -> str:
+    """A picture with its caption; ``mark`` (a result that stopped early) is shown below it in red."""
+    note = f'<br><span class="early">{html.escape(mark)}</span>' if mark else ""
     return (
-        f'<td><img src="{html.escape(src)}" alt="{html.escape(caption)}"><br><small>{html.escape(caption)}</small></td>'
+        f'<td><img src="{html.escape(src)}" alt="{html.escape(caption)}"><br><small>{html.escape(caption)}</small>'
+        f"{note}</td>"
     )
 
 
@@ -65,8 +68,10 @@ def optimized(args, folder: Path, layer: str | None) -> str:
     for e in out["actmax"]:
         about = e.get("label") or f"channel {e['channel']}"
         name = save(folder, f"{out['arch']}_{e['layer']}_{e['channel']}.png".replace(" ", "_"), e["image"])
-        cells.append(cell(name, f"{about} ({e['end']:.3g})"))
-    return table(f"{out['model']}: {layer or 'classes'}", [cells[i : i + 8] for i in range(0, len(cells), 8)])
+        cells.append(cell(name, f"{about} ({e['end']:.3g})", early_mark(e)))
+    early = sum(e["stopped_early"] for e in out["actmax"])
+    about = f" ({early} of {len(cells)} stopped early: the job's budget ran out)" if early else ""
+    return table(f"{out['model']}: {layer or 'classes'}{about}", [cells[i : i + 8] for i in range(0, len(cells), 8)])
 
 
 def per_image(args, folder: Path, image: Path) -> str:

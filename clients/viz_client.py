@@ -154,6 +154,12 @@ def job_bar(state: dict) -> None:
           f"{state['elapsed_s']:.0f} s{best}", end="", flush=True)  # fmt: skip
 
 
+def early_mark(entry: dict) -> str:
+    """What marks an optimization's result that stopped early (its budget ran out), wherever it is shown; ''
+    for one that ran all its steps."""
+    return f"stopped early after {entry['steps']} steps (budget ran out)" if entry.get("stopped_early") else ""
+
+
 def call(args: argparse.Namespace, fields: dict, image: Path | None = None, every: float = 1.0) -> dict:
     """One request and its answer; an optimization job (202) is polled until it ends, its progress shown. Exits
     with a plain message when the server cannot be reached or answers an error."""
@@ -195,8 +201,8 @@ def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) ->
             about = entry.get("label", f"channel{entry.get('channel', '')}").replace(" ", "-")
             name = f"{stem}_{out['arch']}_{kind}_{entry['layer']}_{about}"
             (folder / f"{name}.png").write_bytes(base64.b64decode(entry["image"]))
-            done = "stopped early at" if entry["stopped_early"] else "after"
-            print(f"  saved {folder / name}.png  ({done} {entry['steps']} steps, {entry['seconds']} s)")
+            done = early_mark(entry).upper() or f"after {entry['steps']} steps"
+            print(f"  saved {folder / name}.png  ({done}, {entry['seconds']} s)")
     for kind in ("gradcam", "saliency", "deconv"):
         entry = out.get(kind)
         if entry is None:
