@@ -4,6 +4,8 @@
   python clients/gallery.py channels --model alexnet_viz --layers features.3,features.8 --channel 0-7 --out gallery/
   python clients/gallery.py images photos/ --model alexnet_viz --out gallery/              # feature maps, Grad-CAM
 
+Every class of a model, in batches, resumable: clients/every_class.py.
+
 The token comes from --token, else $VIZ_TOKEN, else key_file.json (as for viz_client.py).
 """
 
@@ -57,6 +59,12 @@ def cell(src: str, caption: str, mark: str = "") -> str:
 def table(caption: str, rows: list[list[str]], wide: bool = False) -> str:
     body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
     return f'<table class="{"wide" if wide else ""}"><caption>{html.escape(caption)}</caption>{body}</table>'
+
+
+def page(heading: str, about: str, tables: list[str]) -> str:
+    """The whole HTML page: a heading, a line about it, the tables."""
+    return PAGE.format(title=html.escape(heading), heading=html.escape(heading), about=html.escape(about),
+                       tables="\n".join(tables))  # fmt: skip
 
 
 def optimized(args, folder: Path, layer: str | None) -> str:
@@ -115,10 +123,7 @@ def main() -> int:
             p.error("images needs a folder of images")
         images = sorted(i for i in Path(args.images).iterdir() if i.suffix.lower() in IMAGE_SUFFIXES - {".npy"})
         tables, about = [per_image(args, folder, i) for i in images], "Top class, Grad-CAM and feature maps."
-    heading = f"{args.model}: {args.kind}"
-    page = PAGE.format(title=html.escape(heading), heading=html.escape(heading), about=html.escape(about),
-                       tables="\n".join(tables))  # fmt: skip
-    (folder / "index.html").write_text(page)
+    (folder / "index.html").write_text(page(f"{args.model}: {args.kind}", about, tables))
     print(f"wrote {folder / 'index.html'} ({sum(t.count('<img') for t in tables)} pictures)")
     return 0
 
