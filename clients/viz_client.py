@@ -157,7 +157,8 @@ def job_bar(state: dict) -> None:
 def early_mark(entry: dict) -> str:
     """What marks an optimization's result that stopped early (its budget ran out), wherever it is shown; ''
     for one that ran all its steps."""
-    return f"stopped early after {entry['steps']} steps (budget ran out)" if entry.get("stopped_early") else ""
+    steps = f"{entry['steps']} step{'s' * (entry['steps'] != 1)}"
+    return f"stopped early after {steps} (budget ran out)" if entry.get("stopped_early") else ""
 
 
 def call(args: argparse.Namespace, fields: dict, image: Path | None = None, every: float = 1.0) -> dict:
@@ -201,7 +202,7 @@ def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) ->
             about = entry.get("label", f"channel{entry.get('channel', '')}").replace(" ", "-")
             name = f"{stem}_{out['arch']}_{kind}_{entry['layer']}_{about}"
             (folder / f"{name}.png").write_bytes(base64.b64decode(entry["image"]))
-            done = early_mark(entry).upper() or f"after {entry['steps']} steps"
+            done = early_mark(entry).replace("stopped early", "STOPPED EARLY") or f"after {entry['steps']} steps"
             print(f"  saved {folder / name}.png  ({done}, {entry['seconds']} s)")
     for kind in ("gradcam", "saliency", "deconv"):
         entry = out.get(kind)
