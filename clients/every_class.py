@@ -16,9 +16,10 @@ classes done, follows the job it left running (or submits that batch again when 
 folder made with other settings (--steps, -o options, another model or other weights) is refused: --fresh starts
 it over. --redo-early computes again the classes that stopped early (their job's budget ran out).
 
-Batches: a batch estimated over the server's job budget would stop early, so the next ones are made smaller (and
-halved after one that stopped early); one refused as over budget (422) is halved and submitted again. A busy server
-(429) is waited for as its Retry-After says.
+Batches (--batch, default 16): a batch estimated over the server's job budget would stop early, so the next ones
+are made smaller; after one that stopped early, the next ones are sized from the steps it managed; one refused as
+over budget (422) is halved and submitted again. The size reached is kept in the manifest and used when the run goes
+on, unless --batch is given. A busy server (429) is waited for as its Retry-After says.
 
 The token comes from --token, else $VIZ_TOKEN, else key_file.json (as for viz_client.py).
 """
@@ -47,6 +48,7 @@ MANIFEST = "manifest.json"
 # Fields the command sets itself: the targets are the classes, the answer must be JSON, steps has its own flag.
 RESERVED = ("mode", "channel", "layer", "y", "x", "t", "job", "format", "data", "steps")
 ROW = 8  # pictures a row of the gallery
+BATCH = 16  # classes a job, unless --batch or the last run says otherwise
 
 
 class Mismatch(Exception):
@@ -62,11 +64,13 @@ class Manifest:
     job in flight (so that a run started again follows it), and the runs with their wall times."""
 
     def __init__(self, folder: Path, settings: dict, classes: dict[int, dict] | None = None,
-                 pending: dict | None = None, runs: list[dict] | None = None) -> None:  # fmt: skip
+                 pending: dict | None = None, runs: list[dict] | None = None,
+                 batch: int | None = None) -> None:  # fmt: skip
         self.folder, self.settings = folder, settings
         self.classes = classes or {}
         self.pending = pending
         self.runs = runs or []
+        self.batch = batch  # the last run's batch size at its end (smaller than asked when jobs stopped early)
 
     @property
     def path(self) -> Path:
@@ -88,7 +92,7 @@ class Manifest:
         if old["settings"] != settings:
             raise Mismatch(difference(old["settings"], settings))
         classes = {int(e["class"]): e for e in old.get("classes", [])}
-        return cls(folder, settings, classes, old.get("pending"), old.get("runs"))
+        return cls(folder, settings, classes, old.get("pending"), old.get("runs"), old.get("batch"))
 
     def to_do(self, redo_early: bool = False) -> list[int]:
         """The classes still to compute, in order (with ``redo_early``, those that stopped early too)."""
@@ -117,6 +121,7 @@ class Manifest:
             "settings": self.settings,
             "done": len(self.classes),
             "stopped_early": self.stopped_early(),
+            "batch": self.batch,
             "pending": self.pending,
             "runs": self.runs,
             "classes": [self.classes[c] for c in sorted(self.classes)],
@@ -266,7 +271,6 @@ class EveryClass:
         self.args, self.remote, self.clock, self.sleep = args, remote, clock, sleep
         self.extra = dict(sorted((extra or {}).items()))
         self.stream = stream or sys.stderr
-        self.batch = max(1, args.batch)
 
     def settings(self) -> dict:
         """What every image of the folder is made with: the model as the server describes it, and the options."""
@@ -305,6 +309,9 @@ class EveryClass:
             return 0
         n = m.settings["num_classes"]
         self.progress = Progress(n, n - len(todo), len(todo), self.stream, self.clock)
+        self.batch = self.args.batch or m.batch or BATCH
+        if not self.args.batch and m.batch and m.batch != BATCH:
+            self.progress.note(f"batches of {m.batch}, as the last run reached (--batch sets another size)")
         run = {"started": now(), "seconds": 0.0, "classes": 0, "batches": 0, "ended": "running"}
         m.runs.append(run)
         self.t0 = self.clock()
@@ -368,9 +375,8 @@ class EveryClass:
                 raise Stop(f"not even one class fits the server's job budget at --steps {self.args.steps} "
                            f"({r.json()['message']}); use fewer --steps or a smaller size, with --fresh or another "
                            f"--out")  # fmt: skip
-            self.batch = max(1, len(classes) // 2)
-            self.progress.note(f"a batch of {len(classes)} classes is over the server's job budget (422): batches of "
-                               f"{self.batch} from now on")  # fmt: skip
+            self._resize(max(1, len(classes) // 2), f"a batch of {len(classes)} classes is over the server's job "
+                         f"budget (422)")  # fmt: skip
             return False
         if r.status_code == 429:
             wait = retry_after(r)
@@ -392,10 +398,8 @@ class EveryClass:
             return
         fit = max(1, int(size * budget / estimate))
         if fit < self.batch:
-            self.batch = fit
-            self.progress.note(f"a batch of {size} classes is estimated at {estimate:.0f} s of compute, over the "
-                               f"job budget of {budget:.0f} s, so it may stop early (marked): batches of {fit} from "
-                               f"now on")  # fmt: skip
+            self._resize(fit, f"a batch of {size} classes is estimated at {estimate:.0f} s of compute, over the job "
+                              f"budget of {budget:.0f} s, so it may stop early (marked)")  # fmt: skip
 
     def _keep(self, entries: list[dict], todo: list[int], run: dict) -> list[int]:
         """Save a job's answer: its pictures, their entries, the gallery; returns the classes left."""
@@ -411,17 +415,27 @@ class EveryClass:
         self._save(run)
         self.progress.add(len(classes))
         todo = [c for c in todo if c not in set(got)]
-        early = sum(bool(e["stopped_early"]) for e in entries)
-        if early and self.batch > 1 and todo:
-            self.batch = max(1, min(self.batch, len(classes)) // 2)
-            self.progress.note(f"{early} of {len(classes)} classes stopped early (their job's budget ran out; "
-                               f"marked): batches of {self.batch} from now on")  # fmt: skip
+        early = [e for e in entries if e["stopped_early"]]
+        if early:
+            # the steps it managed in its budget tell how many classes would have fitted (less a margin: a smaller
+            # batch costs more per class), and fewer than it had
+            least = min(e["steps"] for e in early)
+            fit = max(1, min(len(classes) - 1, int(len(classes) * least / max(1, self.args.steps) * 0.9)))
+            if fit < self.batch:
+                self._resize(fit, f"{len(early)} of {len(classes)} classes stopped early after {least} of "
+                                  f"{self.args.steps} steps (their job's budget ran out; marked)")  # fmt: skip
         return todo
+
+    def _resize(self, batch: int, why: str) -> None:
+        """Batches of ``batch`` from now on, and why."""
+        self.batch = batch
+        self.progress.note(f"{why}: batches of {batch} from now on")
 
     def _save(self, run: dict, ended: str = "running") -> None:
         if ended != "running":
             self.progress.close()
         run.update(seconds=round(self.clock() - self.t0, 1), ended=ended)
+        self.manifest.batch = self.batch  # where a run that goes on starts
         self.manifest.save()
         self.manifest.write_gallery()
 
@@ -466,7 +480,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="alexnet_viz")
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--out", required=True, help="the folder for the pictures, manifest.json and index.html")
-    p.add_argument("--batch", type=int, default=16, help="classes a job (default 16; at most 64)")
+    p.add_argument("--batch", type=int, help="classes a job, at most 64 (default 16, or the size the last run reached)")
     p.add_argument("--steps", type=int, default=256)
     p.add_argument(
         "-o", "--option", action="append", default=[], metavar="KEY=VALUE",
@@ -485,7 +499,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if not 1 <= args.batch <= 64:
+    if args.batch is not None and not 1 <= args.batch <= 64:
         p.error("--batch takes 1 to 64 classes (the server's most targets a request)")
     extra = extra_fields(p, args.option)
     taken = sorted(set(extra) & set(RESERVED))

@@ -77,7 +77,7 @@ class FakeModel:
             return reply(410, {"code": 410, "type": "JobLost", "message": "lost"})
         show({"step": 1, "steps": 2, "state": "running"})
         entries = [{"layer": "classes", "channel": c, "label": f"class {c}", "start": -5.0, "end": -0.5 + c / 100,
-                    "steps": 1 if c in self.early else 8, "seconds": 0.25, "stopped_early": c in self.early,
+                    "steps": 6 if c in self.early else 8, "seconds": 0.25, "stopped_early": c in self.early,
                     "image": PNG_B64} for c in self.jobs[job]]  # fmt: skip
         return reply(200, {"model": "fake_viz", "actmax": entries})
 
@@ -85,11 +85,13 @@ class FakeModel:
         return [len(classes_of(f["channel"])) for f in self.submitted]
 
 
-def run(model: FakeModel, out, *argv: str, extra: dict | None = None) -> tuple[int, list[float]]:
+def run(model: FakeModel, out, *argv: str, extra: dict | None = None) -> tuple[int, list[float], str]:
+    """One run of the command; its exit code, the sleeps it asked for, and what it wrote on stderr."""
     args = parser().parse_args(["--out", str(out), "--steps", "8", *argv])
     slept: list[float] = []
-    code = EveryClass(args, model, extra, stream=io.StringIO(), sleep=slept.append).run()
-    return code, slept
+    stream = io.StringIO()
+    code = EveryClass(args, model, extra, stream=stream, sleep=slept.append).run()
+    return code, slept, stream.getvalue()
 
 
 def manifest(out) -> dict:
@@ -191,14 +193,14 @@ def test_over_budget_halves_the_batch_and_one_class_over_it_stops_with_advice(tm
 
 def test_a_busy_server_is_waited_for_as_retry_after_says(tmp_path):
     model = FakeModel(n=2, busy=2)
-    code, slept = run(model, tmp_path, "--batch", "2")
+    code, slept, _ = run(model, tmp_path, "--batch", "2")
     assert code == 0 and slept == [7.0, 7.0] and len(model.jobs) == 1
 
 
 def test_an_unreachable_server_is_tried_again_then_given_up_with_the_way_on(tmp_path):
     model = FakeModel(n=2)
     model.unreachable = 2
-    code, slept = run(model, tmp_path)
+    code, slept, _ = run(model, tmp_path)
     assert code == 0 and slept == [5, 5]
     model = FakeModel(n=2)
     model.unreachable = 1000
@@ -208,13 +210,14 @@ def test_an_unreachable_server_is_tried_again_then_given_up_with_the_way_on(tmp_
 
 def test_stopped_early_results_are_marked_make_batches_smaller_and_can_be_redone(tmp_path, capsys):
     model = FakeModel(n=8, early={1, 2})
-    assert run(model, tmp_path, "--batch", "4")[0] == 0
-    assert model.sizes() == [4, 2, 2]  # halved after the batch that stopped early
+    code, _, err = run(model, tmp_path, "--batch", "4")
+    assert code == 0 and model.sizes() == [4, 2, 2]  # sized from the 6 of 8 steps the first batch managed
+    assert "2 of 4 classes stopped early after 6 of 8 steps (their job's budget ran out; marked): batches of 2" in err
     m = manifest(tmp_path)
     assert m["stopped_early"] == 2 and [e["stopped_early"] for e in m["classes"][:3]] == [False, True, True]
     page = (tmp_path / "index.html").read_text()
     assert page.count('class="early"') == 2 and "2 stopped early (their job" in page
-    assert re.search(r"1 class 1 \(-0\.49\)</small><br><span class=\"early\">stopped early after 1 step ", page)
+    assert re.search(r"1 class 1 \(-0\.49\)</small><br><span class=\"early\">stopped early after 6 steps ", page)
     assert "2 classes stopped early" in capsys.readouterr().out
     model.early = set()
     assert run(model, tmp_path, "--batch", "4", "--redo-early")[0] == 0
@@ -225,8 +228,18 @@ def test_stopped_early_results_are_marked_make_batches_smaller_and_can_be_redone
 
 def test_a_batch_estimated_over_the_budget_makes_the_next_ones_fit(tmp_path):
     model = FakeModel(n=8, estimate=2.0)  # 2 s a class against a 4 s budget: 2 classes a job fit
-    assert run(model, tmp_path, "--batch", "4")[0] == 0
-    assert model.sizes() == [4, 2, 2]
+    code, _, err = run(model, tmp_path, "--batch", "4")
+    assert code == 0 and model.sizes() == [4, 2, 2] and "estimated at 8 s of compute, over the job budget of 4 s" in err
+
+
+def test_the_batch_size_reached_is_where_the_run_that_goes_on_starts(tmp_path):
+    model = FakeModel(n=8, estimate=2.0)
+    assert run(model, tmp_path, "--batch", "4", "--max-batches", "1")[0] == 0
+    assert manifest(tmp_path)["batch"] == 2
+    code, _, err = run(model, tmp_path, "--max-batches", "1")  # no --batch: the size reached
+    assert code == 0 and "batches of 2, as the last run reached" in err
+    assert run(model, tmp_path, "--batch", "1")[0] == 0  # --batch sets another
+    assert model.sizes() == [4, 2, 1, 1] and manifest(tmp_path)["batch"] == 1
 
 
 def test_reserved_fields_are_refused_on_the_command_line(tmp_path, capsys):
