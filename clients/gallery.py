@@ -4,6 +4,8 @@
   python clients/gallery.py channels --model alexnet_viz --layers features.3,features.8 --channel 0-7 --out gallery/
   python clients/gallery.py images photos/ --model alexnet_viz --out gallery/              # feature maps, Grad-CAM
 
+Every class of a model, in batches, resumable: clients/every_class.py.
+
 The token comes from --token, else $VIZ_TOKEN, else key_file.json (as for viz_client.py).
 """
 
@@ -13,13 +15,10 @@ import argparse
 import base64
 import html
 import sys
-import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from viz_client import IMAGE_SUFFIXES, ROOT, token  # noqa: E402
+from viz_client import IMAGE_SUFFIXES, ROOT, call, early_mark  # noqa: E402
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -28,7 +27,7 @@ body {{ font: 14px system-ui, sans-serif; margin: 24px; background: #fafafa; col
 table {{ border-collapse: collapse; }} td, th {{ padding: 6px; text-align: center; vertical-align: top; }}
 th {{ font-weight: 600; }} img {{ max-width: 224px; image-rendering: pixelated; border: 1px solid #ccc; }}
 .wide img {{ max-width: 560px; }} caption {{ text-align: left; font-size: 18px; padding: 8px 0; }}
-small {{ color: #666; }}
+small {{ color: #666; }} .early {{ color: #b00000; font-weight: 600; }}
 </style></head><body>
 <h1>{heading}</h1><p><small>{about}</small></p>
 {tables}
@@ -43,38 +42,17 @@ window.addEventListener("load", () => {{
 """
 
 
-def post(args, fields: dict, image: Path | None = None) -> dict:
-    files = {"data": (image.name, image.read_bytes())} if image else None
-    try:
-        r = requests.post(f"{args.url}/predictions/{args.model}", data=fields, files=files, timeout=600,
-                          headers={"Authorization": f"Bearer {token(args)}"})  # fmt: skip
-        if r.status_code == 202:  # an optimization job: poll it until its answer comes
-            url, job = f"{args.url}/predictions/{args.model}", r.json()["job"]
-            print(f"{fields.get('mode')}: job {job}", end="", flush=True)
-            while r.status_code == 202:
-                time.sleep(1)
-                r = requests.post(url, data={"job": job}, headers={"Authorization": f"Bearer {token(args)}"},
-                                  timeout=60)  # fmt: skip
-                if r.status_code == 202:
-                    state = r.json()
-                    print(f"\r{fields.get('mode')}: job {job} step {state['step']}/{state['steps']}", end="",
-                          flush=True)  # fmt: skip
-            print()
-    except requests.ConnectionError:
-        sys.exit(f"cannot reach {args.url}: is the server running? (./serve.sh)")
-    if r.status_code != 200:
-        sys.exit(f"HTTP {r.status_code}: {r.text[:500]}")
-    return r.json()
-
-
 def save(folder: Path, name: str, b64: str) -> str:
     (folder / name).write_bytes(base64.b64decode(b64))
     return name
 
 
-def cell(src: str, caption: str) -> str:
+def cell(src: str, caption: str, mark: str = "") -> str:
+    """A picture with its caption; ``mark`` (a result that stopped early) is shown below it in red."""
+    note = f'<br><span class="early">{html.escape(mark)}</span>' if mark else ""
     return (
-        f'<td><img src="{html.escape(src)}" alt="{html.escape(caption)}"><br><small>{html.escape(caption)}</small></td>'
+        f'<td><img src="{html.escape(src)}" alt="{html.escape(caption)}"><br><small>{html.escape(caption)}</small>'
+        f"{note}</td>"
     )
 
 
@@ -83,21 +61,29 @@ def table(caption: str, rows: list[list[str]], wide: bool = False) -> str:
     return f'<table class="{"wide" if wide else ""}"><caption>{html.escape(caption)}</caption>{body}</table>'
 
 
+def page(heading: str, about: str, tables: list[str]) -> str:
+    """The whole HTML page: a heading, a line about it, the tables."""
+    return PAGE.format(title=html.escape(heading), heading=html.escape(heading), about=html.escape(about),
+                       tables="\n".join(tables))  # fmt: skip
+
+
 def optimized(args, folder: Path, layer: str | None) -> str:
     fields = {"mode": "actmax", "channel": args.channel, "steps": str(args.steps)}
     if layer:
         fields["layer"] = layer
-    out = post(args, fields)
+    out = call(args, fields)
     cells = []
     for e in out["actmax"]:
         about = e.get("label") or f"channel {e['channel']}"
         name = save(folder, f"{out['arch']}_{e['layer']}_{e['channel']}.png".replace(" ", "_"), e["image"])
-        cells.append(cell(name, f"{about} ({e['end']:.3g})"))
-    return table(f"{out['model']}: {layer or 'classes'}", [cells[i : i + 8] for i in range(0, len(cells), 8)])
+        cells.append(cell(name, f"{about} ({e['end']:.3g})", early_mark(e)))
+    early = sum(e["stopped_early"] for e in out["actmax"])
+    about = f" ({early} of {len(cells)} stopped early: the job's budget ran out)" if early else ""
+    return table(f"{out['model']}: {layer or 'classes'}{about}", [cells[i : i + 8] for i in range(0, len(cells), 8)])
 
 
 def per_image(args, folder: Path, image: Path) -> str:
-    out = post(args, {"mode": "featuremaps,gradcam", "channels": "16"}, image)
+    out = call(args, {"mode": "featuremaps,gradcam", "channels": "16"}, image)
     top = out["predictions"][0]
     cam = out["gradcam"]
     row = [
@@ -137,10 +123,7 @@ def main() -> int:
             p.error("images needs a folder of images")
         images = sorted(i for i in Path(args.images).iterdir() if i.suffix.lower() in IMAGE_SUFFIXES - {".npy"})
         tables, about = [per_image(args, folder, i) for i in images], "Top class, Grad-CAM and feature maps."
-    heading = f"{args.model}: {args.kind}"
-    page = PAGE.format(title=html.escape(heading), heading=html.escape(heading), about=html.escape(about),
-                       tables="\n".join(tables))  # fmt: skip
-    (folder / "index.html").write_text(page)
+    (folder / "index.html").write_text(page(f"{args.model}: {args.kind}", about, tables))
     print(f"wrote {folder / 'index.html'} ({sum(t.count('<img') for t in tables)} pictures)")
     return 0
 

@@ -45,6 +45,40 @@ def token(args: argparse.Namespace) -> str:
     return json.loads(path.read_text())["inference"]["key"]
 
 
+def endpoint(args: argparse.Namespace) -> str:
+    return f"{args.url}/predictions/{args.model}"
+
+
+def auth(args: argparse.Namespace) -> dict:
+    """The Authorization header, with the key read afresh (a rotated key in key_file.json is picked up)."""
+    return {"Authorization": f"Bearer {token(args)}"}
+
+
+def unreachable(args: argparse.Namespace) -> str:
+    return f"cannot reach {args.url}: is the server running? (./serve.sh)"
+
+
+def error_text(r: requests.Response) -> str:
+    """A refused or failed request as one line: the status and the server's message, with a hint for a stale key."""
+    try:
+        err = r.json()
+    except ValueError:
+        err = {"message": r.text[:500]}
+    hint = " (keys expire: restart with ./serve.sh or read the new key_file.json)" if "Token" in r.text else ""
+    return f"HTTP {r.status_code}: {err.get('message', err)}{hint}"
+
+
+def extra_fields(p: argparse.ArgumentParser, options: list[str]) -> dict:
+    """-o KEY=VALUE options as form fields."""
+    fields = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            p.error(f"--option takes KEY=VALUE, got {option!r}")
+        fields[key] = value
+    return fields
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", nargs="?", help="image file (JPEG, PNG, ...), .npy float32 [3, H, W], or a folder of them")
@@ -80,11 +114,7 @@ def main() -> int:
     fields = {k: v for k, v in vars(args).items() if k in options and v}
     if args.raw:
         fields["raw"] = "true"
-    for option in args.option:
-        key, sep, value = option.partition("=")
-        if not sep or not key:
-            p.error(f"--option takes KEY=VALUE, got {option!r}")
-        fields[key] = value
+    fields.update(extra_fields(p, args.option))
     images: list[Path | None] = [None]
     if args.image:
         path = Path(args.image)
@@ -103,44 +133,56 @@ def main() -> int:
     return 0
 
 
-def follow(url: str, headers: dict, state: dict, every: float = 1.0) -> requests.Response:
-    """Poll a job (POST field job=ID) until it is no longer queued or running, printing a progress bar; returns
-    the final response (the request's answer, or its error)."""
-    job = state["job"]
-    print(f"  job {job}: about {state.get('estimate_s', '?')} s of compute (budget {state['budget']['compute_s']} s)")
+def follow(args: argparse.Namespace, job: str, every: float = 1.0, show=None) -> requests.Response:
+    """Poll a job (POST field job=ID) until it is no longer queued or running, calling ``show`` with each progress
+    state (202); returns the final response (the request's answer, or its error)."""
     while True:
         time.sleep(every)
-        r = requests.post(url, data={"job": job}, headers=headers, timeout=60)
+        r = requests.post(endpoint(args), data={"job": job}, headers=auth(args), timeout=60)
         if r.status_code != 202:
-            print()
             return r
-        state = r.json()
-        done = state["step"] / max(1, state["steps"])
-        bar = "#" * round(30 * done) + "." * (30 - round(30 * done))
-        best = f"  best {max(state['objective']):.4g}" if state.get("objective") else ""
-        print(f"\r  {state.get('running', state['mode'])} [{bar}] {state['step']}/{state['steps']}  "
-              f"{state['elapsed_s']:.0f} s{best}", end="", flush=True)  # fmt: skip
+        if show is not None:
+            show(r.json())
+
+
+def job_bar(state: dict) -> None:
+    """One job's progress on one line, redrawn in place."""
+    done = state["step"] / max(1, state["steps"])
+    bar = "#" * round(30 * done) + "." * (30 - round(30 * done))
+    best = f"  best {max(state['objective']):.4g}" if state.get("objective") else ""
+    print(f"\r  {state.get('running', state['mode'])} [{bar}] {state['step']}/{state['steps']}  "
+          f"{state['elapsed_s']:.0f} s{best}", end="", flush=True)  # fmt: skip
+
+
+def early_mark(entry: dict) -> str:
+    """What marks an optimization's result that stopped early (its budget ran out), wherever it is shown; ''
+    for one that ran all its steps."""
+    steps = f"{entry['steps']} step{'s' * (entry['steps'] != 1)}"
+    return f"stopped early after {steps} (budget ran out)" if entry.get("stopped_early") else ""
+
+
+def call(args: argparse.Namespace, fields: dict, image: Path | None = None, every: float = 1.0) -> dict:
+    """One request and its answer; an optimization job (202) is polled until it ends, its progress shown. Exits
+    with a plain message when the server cannot be reached or answers an error."""
+    files = {"data": (image.name, image.read_bytes())} if image else None
+    try:
+        r = requests.post(endpoint(args), data=fields, files=files, headers=auth(args), timeout=300)
+        if r.status_code == 202:  # an optimization job: poll it, showing the progress
+            state = r.json()
+            print(f"  job {state['job']}: about {state.get('estimate_s', '?')} s of compute "
+                  f"(budget {state['budget']['compute_s']} s)")  # fmt: skip
+            r = follow(args, state["job"], every, show=job_bar)
+            print()
+    except requests.ConnectionError:
+        sys.exit(unreachable(args))
+    if r.status_code != 200:
+        sys.exit(error_text(r))
+    return r.json()
 
 
 def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) -> dict:
     """One request; prints the top-k table and saves every picture. Exits with a plain message on an error."""
-    files = {"data": (image.name, image.read_bytes())} if image else None
-    url = f"{args.url}/predictions/{args.model}"
-    headers = {"Authorization": f"Bearer {token(args)}"}
-    try:
-        r = requests.post(url, data=fields, files=files, headers=headers, timeout=300)
-        if r.status_code == 202:  # an optimization job: poll it, showing the progress
-            r = follow(url, headers, r.json(), args.poll)
-    except requests.ConnectionError:
-        sys.exit(f"cannot reach {args.url}: is the server running? (./serve.sh)")
-    if r.status_code != 200:
-        try:
-            err = r.json()
-        except ValueError:
-            err = {"message": r.text}
-        hint = " (keys expire: restart with ./serve.sh or read the new key_file.json)" if "Token" in r.text else ""
-        sys.exit(f"HTTP {r.status_code}: {err.get('message', err)}{hint}")
-    out = r.json()
+    out = call(args, fields, image, args.poll)
     print(f"{out['model']} ({out['arch']}, weights {out['weights']}, on {out['device']})")
     for p_ in out.get("predictions", []):
         print(f"  {p_['score']:8.4f}  {p_['index']:4d}  {p_['label']}")
@@ -160,8 +202,8 @@ def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) ->
             about = entry.get("label", f"channel{entry.get('channel', '')}").replace(" ", "-")
             name = f"{stem}_{out['arch']}_{kind}_{entry['layer']}_{about}"
             (folder / f"{name}.png").write_bytes(base64.b64decode(entry["image"]))
-            done = "stopped early at" if entry["stopped_early"] else "after"
-            print(f"  saved {folder / name}.png  ({done} {entry['steps']} steps, {entry['seconds']} s)")
+            done = early_mark(entry).replace("stopped early", "STOPPED EARLY") or f"after {entry['steps']} steps"
+            print(f"  saved {folder / name}.png  ({done}, {entry['seconds']} s)")
     for kind in ("gradcam", "saliency", "deconv"):
         entry = out.get(kind)
         if entry is None:
