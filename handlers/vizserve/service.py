@@ -295,10 +295,10 @@ class VizService:
 
     def calibrate(self) -> dict[str, float]:
         """What an optimization costs on this worker, measured once (cached): actmax of one class image at the
-        model's input size and at half of it, with the default options (after a warm-up); the set-up,
-        the shortest of three steps and the final scoring and encoding of each (the least of two runs), fitted as
-        ``fixed + per_image x n`` (``n``: images of the input size). The TorchServe handler calls it at model load,
-        before any request."""
+        model's input size and at half of it, with the default options but one transformed copy a step (after a
+        warm-up); the set-up, the shortest of three steps and the final scoring and encoding of each (the least of
+        two runs), fitted as ``fixed + per_image x n`` (``n``: images of the input size). The TorchServe handler
+        calls it at model load, before any request."""
         if self._cost is None:
             side = self.spec.input_shape[-1]
             half = max(self.spec.min_side or 16, 16, side // 2)
@@ -321,7 +321,9 @@ class VizService:
         """Steps until they are steady: the first steps of a process are 10 to 20 times slower on a CPU (measured
         here: about 11 steps, whatever the shape), which would make every estimate that much too high."""
         served = replace(self.served, model=shared_copy(self.model))
-        values = parse_request({"mode": "actmax", "channel": "0", "size": str(size)}, served).values["actmax"]
+        values = parse_request({"mode": "actmax", "channel": "0", "size": str(size), "copies": "1"}, served).values[
+            "actmax"
+        ]
         with torch.inference_mode(False):
             opt = MODES["actmax"].start(served, values, None)
             times: list[float] = []
@@ -339,7 +341,7 @@ class VizService:
     def _measure(self, size: int) -> dict[str, float]:
         served = replace(self.served, model=shared_copy(self.model))
         mode = MODES["actmax"]
-        fields = {"mode": "actmax", "channel": "0", "steps": "3", "size": str(size)}
+        fields = {"mode": "actmax", "channel": "0", "steps": "3", "size": str(size), "copies": "1"}
         values = parse_request(fields, served).values["actmax"]
         with torch.inference_mode(False):
             t0 = time.perf_counter()
@@ -357,23 +359,26 @@ class VizService:
 
     def estimate(self, req: VizRequest) -> dict[str, Any]:
         """The compute the request's optimizations will take, from :meth:`calibrate`: with ``n`` = targets x
-        (size / input size)^2, steps x (fixed + per image x n) plus the set-up and the final scoring and encoding
-        at the same scale. Raises :class:`cnnviz.OverBudget` (422) when it is over ``refuse_factor`` x the budget,
-        or when not even its set-up, one step and its answer fit the budget; between 1x and ``refuse_factor`` x,
-        the job runs and stops early with what it has."""
+        (size / input size)^2, steps x copies x (fixed + per image x n) plus the set-up and the final scoring and
+        encoding at the same scale. Raises :class:`cnnviz.OverBudget` (422) when it is over ``refuse_factor`` x the
+        budget, or when not even its set-up, one step and its answer fit the budget; between 1x and
+        ``refuse_factor`` x, the job runs and stops early with what it has."""
         cost, limits = self.calibrate(), self.limits
         side = self.spec.input_shape[-1]
 
         def part(name: str, n: float) -> float:
             return cost[f"{name}_fixed_s"] + cost[f"{name}_per_image_s"] * n
 
+        def step(v: dict, n: float) -> float:  # each transformed copy is a forward and a backward of its own
+            return part("step", n) * (v["copies"] if v["transforms"] else 1)
+
         parts = []
         for name in self._optimizations(req):
             v = req.values[name]
             n = MODES[name].targets(v) * (v["size"] / side) ** 2
-            parts.append((name, v, n, part("setup", n) + part("finish", n) + part("step", n) * v["steps"]))
+            parts.append((name, v, n, part("setup", n) + part("finish", n) + step(v, n) * v["steps"]))
         total = sum(p[3] for p in parts)
-        step_s = part("step", parts[0][2])
+        step_s = step(parts[0][1], parts[0][2])
         reserve = sum(part("finish", n) for _, _, n, _ in parts)
         limit = limits.max_busy_seconds * limits.refuse_factor
         about = {"estimate_s": round(total, 1), "step_s": round(step_s, 4), "budget_s": limits.max_busy_seconds}

@@ -98,6 +98,19 @@ def test_bfloat16_autocast_optimizes_too(alexnet):
     assert (result.end > result.start).all()
 
 
+def test_bfloat16_steps_leave_the_models_float32_weights_as_they_were(alexnet):
+    """The steps run on bfloat16 copies of the convolutions' and linear layers' weights, made once; afterwards the
+    parameters hold their own float32 tensors again (same storage, same values)."""
+    before = {n: (p.dtype, p.data_ptr(), p.detach().clone()) for n, p in alexnet.named_parameters()}
+    seen = []
+    actmax(alexnet, [Target("", 3)], Settings(size=64, steps=2, precision="bfloat16"),
+           progress=lambda *_: seen.append(alexnet.classifier[6].weight.dtype))  # fmt: skip
+    assert seen == [torch.float32, torch.float32]  # swapped back between steps, too
+    for n, p in alexnet.named_parameters():
+        dtype, ptr, value = before[n]
+        assert p.dtype == dtype == torch.float32 and p.data_ptr() == ptr and torch.equal(p.detach(), value), n
+
+
 def test_start_and_end_are_reported_in_float32_when_steps_run_in_bfloat16(shapes):
     """bfloat16 keeps 8 bits: a class log-probability of -1.79 would read -1.7890625 at start and end alike.
     The reported values are the float32 objective of the first and final images."""

@@ -308,6 +308,7 @@ def test_the_estimate_is_within_a_factor_of_the_measured_time(jobs_svc):
     cases = [
         {"mode": "actmax", "channel": "0-5", "steps": "24"},
         {"mode": "actmax", "layer": "features.3", "channel": "0-3", "size": "128", "steps": "12"},
+        {"mode": "actmax", "channel": "0-1", "copies": "6", "steps": "12"},  # each copy a forward and a backward
     ]
     jobs_svc._cost = None  # calibrated again now, in the machine's present state (it is shared)
     for fields in cases:
