@@ -39,14 +39,11 @@ TIME_JITTER = Option("time_jitter", "int", lambda s: 4 if s.spec.modality == "vi
 TV_TIME = Option("tv_time", "float", 0.0, "video models: penalty on the change from frame to frame (temporal "
                  "smoothness, Feichtenhofer et al. 2019)", 0.0, 100.0)  # fmt: skip
 
-# Video defaults measured on the motion example (tests/core/test_motion.py): with these a second model reads the
-# preferred videos as their class; with lucent's image defaults it read 2 of 6.
-ROBUSTNESS = Option("robustness", "float", lambda s: 2.0 if s.spec.modality == "video" else 1.0, "multiplies the "
-                    "transforms' pad, jitter, scale and rotation (1: lucent's, scaled to the image)", 0.0, 4.0,
-                    default_text="2 for video models, 1 for images")  # fmt: skip
-COPIES = Option("copies", "int", lambda s: 2 if s.spec.modality == "video" else 1, "transformed copies of the image "
-                "per step, each its own draw (costs that many forward and backward passes)", 1, 8,
-                default_text="2 for video models, 1 for images")  # fmt: skip
+# actmax makes both 2 (modes/actmax.py, ACTMAX_DEFAULTS); invert runs without transforms by default.
+ROBUSTNESS = Option("robustness", "float", 1.0, "multiplies the transforms' pad, jitter, scale and rotation (1: "
+                    "lucent's, scaled to the image)", 0.0, 4.0, default_text="1")  # fmt: skip
+COPIES = Option("copies", "int", 1, "transformed copies of the image per step, each its own draw (costs that many "
+                "forward and backward passes)", 1, 8)  # fmt: skip
 
 #: Options of both optimizing modes (invert changes two defaults).
 COMMON = (STEPS, SIZE, PARAM, OPTIMIZER, LR, SEED, INIT, L1, L2, TV, BLUR_EVERY, TRANSFORMS, ROBUSTNESS, COPIES,
