@@ -1,6 +1,6 @@
 """The preferred image of every class of a model: actmax jobs in batches, resumable, with a progress bar and a gallery.
 
-  python clients/every_class.py --model alexnet_viz --out classes/                 # all 1000 classes, 256 steps
+  python clients/every_class.py --model alexnet_viz --out classes/                 # all 1000 classes, 128 steps
   python clients/every_class.py --model shapes_viz --out shapes/ --batch 4 --steps 64 -o size=128 -o seed=3
 
 It asks the model how many classes it has (mode=describe), submits them in batches (--batch classes a job, one job
@@ -481,7 +481,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--out", required=True, help="the folder for the pictures, manifest.json and index.html")
     p.add_argument("--batch", type=int, help="classes a job, at most 64 (default 16, or the size the last run reached)")
-    p.add_argument("--steps", type=int, default=256)
+    p.add_argument("--steps", type=int, default=128, help="optimization steps (default 128, the server's)")
     p.add_argument(
         "-o", "--option", action="append", default=[], metavar="KEY=VALUE",
         help="any other actmax option, e.g. -o size=128 -o class_score=logit -o seed=3",

@@ -103,7 +103,7 @@ def main() -> int:
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--channel", default="0-7", help="classes or channels: 3, 3,7,9, 0-15, or class labels")
     p.add_argument("--layers", default="", help="channels: comma list of layers")
-    p.add_argument("--steps", type=int, default=256)
+    p.add_argument("--steps", type=int, default=128, help="optimization steps (default 128, the server's)")
     p.add_argument("--out", default="gallery")
     p.add_argument("--token")
     p.add_argument("--key-file", default=str(ROOT / "key_file.json"))

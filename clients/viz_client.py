@@ -97,7 +97,7 @@ def main() -> int:
     p.add_argument("--topk", help="how many classes (default 5)")
     p.add_argument("--normalize", choices=("channel", "layer"))
     p.add_argument("--channel", help="actmax targets: 3, 3,7,9, 0-15, or class labels")
-    p.add_argument("--steps", help="actmax/invert steps (default 256)")
+    p.add_argument("--steps", help="actmax/invert steps (the server's default: actmax 128, invert 256)")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between polls of an actmax/invert job")
     p.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)  # the old name: progress is always shown
     p.add_argument("--raw", action="store_true", help="also save the arrays as .npy")

@@ -60,6 +60,16 @@ def shapes_pictures() -> None:
     path = ROOT / "docs" / "shapes_actmax.png"
     path.write_bytes(render._png(render._to_uint8(grid)))
     print(path.relative_to(ROOT))
+    # objectives that compose: sums and differences of classes (logits: a sum of margins is 0 at best)
+    for name, fields in (("sum", {"channel": "circle+vertical stripes,cross-horizontal stripes",
+                                  "class_score": "logit"}),):  # fmt: skip
+        [reply] = svc.handle([{"mode": "actmax", "raw": "true", **fields}])
+        entries = json.loads(reply.body)["actmax"]
+        images = torch.stack([torch.from_numpy(raw_array(e["raw"])) for e in entries])
+        grid = make_grid(torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest"), nrow=4, padding=2)
+        path = ROOT / "docs" / f"shapes_actmax_{name}.png"
+        path.write_bytes(render._png(render._to_uint8(grid)))
+        print(path.relative_to(ROOT), [e["objective"] for e in entries][:2], [round(e["end"], 2) for e in entries])
 
 
 def motion_pictures(steps: int = 128) -> None:
