@@ -1,13 +1,15 @@
-"""Activation maximization speed: 16 channels of one AlexNet layer, batched, against the seeds' plain loop.
+"""Activation maximization speed at the service's defaults, on AlexNet: one class, 16 classes, one channel and 16
+channels of ``features.10``, against the seeds' plain loop.
 
-Ours: the 16 targets as one batch (fft parameterization, transforms, Adam), forward stopped after the target
-layer, in float32 and in bfloat16 (autocast). Plain loop: what the seed notebooks do, one target at a time: a zero
-image on pixels, SGD, the whole network forward and backward each step. Same model (seeded random weights), size and
-steps. Reports time per image, the ratio, and our FLOP rate (forward + backward at 224 px, counted by torch's
-FlopCounterMode; the transforms' padding makes the real work about 11% more) against this machine's measured
-matrix-multiply peak in the same precision.
+Ours: exactly what ``mode=actmax`` runs with its defaults (128 steps, at most 128 px, 2 transformed copies a step,
+fft parameterization, Adam, bfloat16 where the CPU computes it natively), all targets of a request as one batch,
+the forward pass stopped after the target layer. Plain loop: what the seed notebooks do, one target at a time: a
+zero image on pixels, SGD, the whole network forward and backward each step, float32, same size and steps (timed on
+4 targets; per image). Reports seconds per image, the speedup, and our FLOP rate (forward and backward of one step,
+copies included, counted by torch's FlopCounterMode on the step itself; median step time after a warm-up) against
+this machine's matrix-multiply peak in the same precision (best of 20 products of 4096 x 4096 matrices).
 
-Run: .venv/bin/python bench/actmax.py [--steps 128] [--size 224] [--layer features.10]
+Run: .venv/bin/python bench/actmax.py
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,10 +28,10 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
-from cnnviz import Settings, Target, actmax, build_model, random_state_dict  # noqa: E402
-from cnnviz.actmax import Objective  # noqa: E402
-
-K = 16
+from cnnviz import build_model, random_state_dict, torchvision_spec  # noqa: E402
+from vizserve import VizService  # noqa: E402
+from vizserve.modes import MODES  # noqa: E402
+from vizserve.request import parse_request  # noqa: E402
 
 
 def matmul_peak(n: int = 2048, repeats: int = 20, dtype: torch.dtype = torch.float32) -> float:
@@ -60,55 +63,76 @@ def plain_loop(model, layer: str, channel: int, size: int, steps: int, frames: i
         handle.remove()
 
 
-def step_flops(model, layer: str, size: int) -> int:
-    """FLOPs of one batched step of ours: forward to the layer and backward to the image."""
-    x = torch.randn(K, 3, size, size, requires_grad=True)
-    targets = [Target(layer, c) for c in range(K)]
-    with FlopCounterMode(display=False) as counter, Objective(model, targets) as objective:
-        objective(x).sum().backward()
-    return counter.get_total_flops()
+def service() -> VizService:
+    model = build_model("alexnet")
+    model.load_state_dict(random_state_dict("alexnet", seed=0))
+    return VizService(model.eval(), torchvision_spec("alexnet"), device=torch.device("cpu"), name="alexnet_viz")
+
+
+def ours(svc: VizService, fields: dict) -> dict:
+    """The request's optimization as the service sets it up, run to the end: wall time, median step, FLOPs a step."""
+    served = svc.served
+    values = parse_request({"mode": "actmax", **fields}, served).values["actmax"]
+    mode = MODES["actmax"]
+    warm = mode.start(served, values, None)
+    for _ in range(12):  # the first steps of a process (and of a new batch shape) are slower on a CPU
+        warm.step()
+    with FlopCounterMode(display=False) as counter:
+        warm.step()
+    warm.close()
+    t0 = time.perf_counter()
+    opt = mode.start(served, values, None)
+    steps = []
+    while not opt.finished:
+        s0 = time.perf_counter()
+        opt.step()
+        steps.append(time.perf_counter() - s0)
+    result = opt.finish(False)
+    total = time.perf_counter() - t0
+    k = len(values["targets"])
+    return {
+        "images": k, "size": values["size"], "steps": len(steps), "copies": values["copies"],
+        "precision": opt.cfg.precision, "seconds": round(total, 2), "s_per_image": round(total / k, 3),
+        "median_step_s": round(statistics.median(steps), 4),
+        "gflop_per_step": round(counter.get_total_flops() / 1e9, 2),
+        "end_mean": round(float(result.end.mean()), 4),
+    }  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--steps", type=int, default=128)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--layer", default="features.10")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "actmax.json"))
     args = p.parse_args()
-    model = build_model("alexnet")
-    model.load_state_dict(random_state_dict("alexnet", seed=0))
-    model.eval()
-    for param in model.parameters():
+    svc = service()
+    for param in svc.model.parameters():
         param.requires_grad_(False)
-
-    targets = [Target(args.layer, c) for c in range(K)]
-    t0 = time.perf_counter()
-    for c in range(K):
-        plain_loop(model, args.layer, c, args.size, args.steps)
-    plain = time.perf_counter() - t0
-    flops = step_flops(model, args.layer, args.size) * args.steps
-    out = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
-        "layer": args.layer, "size": args.size, "steps": args.steps, "targets": K,
-        "plain_loop_s_per_image": round(plain / K, 3),
-        "flop_per_image_step_(ours,_224_px_without_padding)": flops // args.steps // K,
+    peaks = {name: matmul_peak(4096, dtype=dtype) for name, dtype in (("float32", torch.float32),
+                                                                        ("bfloat16", torch.bfloat16))}  # fmt: skip
+    out: dict = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+        "matmul_peak_gflop_per_s": {k: round(v / 1e9, 1) for k, v in peaks.items()},
     }  # fmt: skip
-    for precision, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        t0 = time.perf_counter()
-        result = actmax(model, targets, Settings(size=args.size, steps=args.steps, precision=precision))
-        ours = time.perf_counter() - t0
-        peak = matmul_peak(dtype=dtype)
-        out[precision] = {
-            "ours_s_per_image": round(ours / K, 3),
-            "speedup_over_plain_loop": round(plain / ours, 2),
-            "ours_gflop_per_s": round(flops / ours / 1e9, 1),
-            "matmul_peak_gflop_per_s": round(peak / 1e9, 1),
-            "fraction_of_peak": round(flops / ours / peak, 3),
-            "objective_start_mean": round(float(result.start.mean()), 4),
-            "objective_end_mean": round(float(result.end.mean()), 4),
-        }
+    cases = {
+        "1 class": ({"channel": "1"}, "classifier.6"),
+        "16 classes": ({"channel": "0-15"}, "classifier.6"),
+        "1 channel of features.10": ({"layer": "features.10", "channel": "1"}, "features.10"),
+        "16 channels of features.10": ({"layer": "features.10", "channel": "0-15"}, "features.10"),
+    }
+    plain: dict[str, float] = {}
+    for name, (fields, layer) in cases.items():
+        run = ours(svc, fields)
+        if layer not in plain:
+            t0 = time.perf_counter()
+            for c in range(4):
+                plain_loop(svc.model, layer, c, run["size"], run["steps"])
+            plain[layer] = (time.perf_counter() - t0) / 4
+        rate = run["gflop_per_step"] * 1e9 / run["median_step_s"]
+        out[name] = {
+            **run, "plain_loop_s_per_image": round(plain[layer], 3),
+            "speedup_over_plain_loop": round(plain[layer] / run["s_per_image"], 2),
+            "gflop_per_s": round(rate / 1e9, 1), "fraction_of_peak": round(rate / peaks[run["precision"]], 3),
+        }  # fmt: skip
+        print(name, json.dumps(out[name]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

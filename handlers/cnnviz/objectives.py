@@ -260,9 +260,16 @@ class Objective(_Hooked):
         self.groups = [members[t] for t in self.targets]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[K, ...]``, or ``[n * K, ...]`` (n transformed copies of the K images, one after the other) ->
+        ``[K]`` or ``[n * K]``; each copy's rows are scored among themselves (diversity compares within a copy)."""
         logits = self.hooks.run(x)
         outputs = dict(self.hooks.outputs)
         if logits is not None:
             outputs[""] = _class_scores(logits.float(), self.classes)
-        batch = Batch(outputs, self.native, self.groups)
-        return torch.stack([t.row(batch, k).float() for k, t in enumerate(self.targets)])
+        k = len(self.targets)
+        values = []
+        for c in range(len(x) // k):
+            part = {name: out[c * k : (c + 1) * k] for name, out in outputs.items()}
+            batch = Batch(part, self.native, self.groups)
+            values.extend(t.row(batch, j).float() for j, t in enumerate(self.targets))
+        return torch.stack(values)
