@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROUTES = {"kserve": "/v1/models/shapes_viz:predict", "kservev2": "/v2/models/shapes_viz/infer"}
+README = (ROOT / "README.md").read_text()
 
 
 def b64(label: int) -> str:
@@ -113,6 +116,16 @@ def test_gradcam_comes_back_as_a_png_that_decodes(kserve_server):
     Image.open(io.BytesIO(picture)).verify()
 
 
+def test_v1_explain_answers_explanations_with_gradcam(kserve_server):
+    envelope, server = kserve_server
+    if envelope != "kserve":
+        pytest.skip("KServe's :explain is a v1 route")
+    r = post(server, body(envelope, [b64(2)]), "/v1/models/shapes_viz:explain")
+    assert r.status_code == 200, r.text
+    [answer] = r.json()["explanations"]
+    assert answer["gradcam"]["label"] == "triangle" and base64.b64decode(answer["gradcam"]["image"]).startswith(PNG)
+
+
 def test_concurrent_requests_are_each_answered(kserve_server):
     """batchSize 1: TorchServe's envelopes answer one request a batch; concurrent requests never share one."""
     envelope, server = kserve_server
@@ -143,3 +156,16 @@ def test_optimizations_and_bare_pictures_are_refused_with_the_way_out(kserve_ser
         assert r.status_code == 400, r.text
         [error] = answers(envelope, r.json())
         assert words in error["message"], error
+
+
+def test_the_readmes_curl_command_works_as_written(kserve_server, tmp_path):
+    envelope, server = kserve_server
+    [command] = [block for block in re.findall(r"```bash\n(.*?)```", README, re.S) if ROUTES[envelope] in block]
+    (tmp_path / "shape.png").write_bytes(shape_png(label=0)[0])
+    env = {**os.environ, "URL": server.url, "HOST": "cnn-viz.default.example.com"}
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = answers(envelope, json.loads(done.stdout))
+    assert len(got) == (2 if envelope == "kserve" else 1)  # v1: a plain instance and a gradcam one; v2: gradcam
+    assert all(a["predictions"][0]["label"] == "circle" for a in got) and len(got[-1]["predictions"]) == 3
+    assert base64.b64decode(got[-1]["gradcam"]["image"]).startswith(PNG)
