@@ -196,7 +196,9 @@ def _check_v2(body: dict[str, Any]) -> dict[str, Any]:
             else ""
         )
         raise InvalidInput(f"a KServe v2 request is {V2_SHAPE}; this one has no 'inputs'{hint}")
-    extra = sorted(set(body) - {"id", "inputs", "outputs", "parameters"})
+    # KServe's model server adds model_name when it passes a request on (InferRequest.to_rest); outputs are named
+    # after the image inputs whatever 'outputs' asks for
+    extra = sorted(set(body) - {"id", "inputs", "outputs", "parameters", "model_name", "model_version"})
     if extra:
         raise InvalidInput(
             f"a KServe v2 request has 'inputs' and optionally 'id', 'parameters' and 'outputs'; this one also has "

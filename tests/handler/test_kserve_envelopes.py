@@ -219,6 +219,14 @@ def test_v2_options_as_parameters_and_option_inputs(handler):
     assert base64.b64decode(b["gradcam"]["image"]).startswith(PNG)
 
 
+def test_v2_as_kserves_model_server_passes_it_on(handler):
+    """KServe's model server re-encodes a v2 request (InferRequest.to_rest): an id of its own, model_name."""
+    body = {"id": "k-1", "model_name": "shapes_viz", "inputs": [image_input(shape(4))], "parameters": {"topk": 2}}
+    code, _, out = v2(handler, body)
+    assert code == 200 and out["id"] == "k-1"
+    assert [p["label"] for p in json.loads(out["outputs"][0]["data"][0])["predictions"]][0] == "horizontal stripes"
+
+
 def test_v2_a_request_without_an_id_gets_torchserves_request_id(handler):
     code, _, out = v2(handler, {"inputs": [image_input(shape(0))]})
     assert code == 200 and out["id"] == "req-0"

@@ -3,9 +3,10 @@ predictor pod: kserve/config/config.properties (only ports, worker ports, model 
 ``TS_SERVICE_ENVELOPE=kserve`` (protocolVersion v1) or ``kservev2`` (v2) in its environment, and the runtime's command
 line. Each protocol gets its own TorchServe, serving only the shapes model, one after the other.
 
-Requests go where KServe's TorchServe wrapper sends them (``/predictions/<model>``, JSON, no token) and to
-TorchServe's own KServe routes (``/v1/models/<model>:predict``, ``/v2/models/<model>/infer``). What no cluster here
-can check (KServe's wrapper and ingress in between, storage, autoscaling) is listed in the README's KServe section.
+Requests (JSON, no token, as KServe's model server sends them) go to ``/predictions/<model>`` and to TorchServe's
+KServe routes, where KServe forwards (``/v1/models/<model>:predict``, ``:explain``, ``/v2/models/<model>/infer``).
+What no cluster here can check (KServe's wrapper and ingress in between, storage, autoscaling) is listed in the
+README's KServe section.
 """
 
 from __future__ import annotations
