@@ -43,7 +43,7 @@ class Server:
     worker_ports: range = range(0)
 
     def auth(self) -> dict:
-        return {"Authorization": f"Bearer {self.key}"}
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}  # no key: token authorization is off
 
     def post(self, model: str, **kw) -> requests.Response:
         headers = {**self.auth(), **kw.pop("headers", {})}
@@ -67,11 +67,8 @@ class Server:
             time.sleep(every)
 
     def worker_pids(self, model: str) -> list[int]:
-        r = requests.get(
-            f"{self.management}/models/{model}",
-            headers={"Authorization": f"Bearer {self.management_key}"},
-            timeout=10,
-        )
+        auth = {"Authorization": f"Bearer {self.management_key}"} if self.management_key else {}
+        r = requests.get(f"{self.management}/models/{model}", headers=auth, timeout=10)
         r.raise_for_status()
         return sorted(w["pid"] for w in r.json()[0]["workers"] if w["status"] == "READY")
 
@@ -147,6 +144,51 @@ def derived_config(store: Path, ports: Sequence[int], worker_port: int | None = 
     return text
 
 
+KSERVE_CONFIG = ROOT / "kserve" / "config" / "config.properties"
+
+
+def kserve_config(store: Path, ports: Sequence[int], worker_port: int, models: Sequence[str]) -> str:
+    """kserve/config/config.properties as KServe's TorchServe runtime reads it, changed only where a test server
+    on this machine must differ: loopback addresses on ``ports``, ``initial_worker_port`` (the file has none: a pod
+    has one TorchServe), ``store`` as the model store, and the model snapshot cut to ``models`` (their entries as
+    the file has them)."""
+    text = KSERVE_CONFIG.read_text()
+    inf, mgmt, met, grpc_inf, grpc_mgmt = ports
+    props = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    snapshot = json.loads(props["model_snapshot"])
+    snapshot["models"] = {name: snapshot["models"][name] for name in models}
+    snapshot["modelCount"] = len(models)
+    changes = {
+        "inference_address": f"http://127.0.0.1:{inf}",
+        "management_address": f"http://127.0.0.1:{mgmt}",
+        "metrics_address": f"http://127.0.0.1:{met}",
+        "grpc_inference_port": str(grpc_inf),
+        "grpc_management_port": str(grpc_mgmt),
+        "model_store": str(store),
+        "model_snapshot": json.dumps(snapshot, separators=(",", ":")),
+    }
+    for key, value in changes.items():
+        line = f"{key}={value}"
+        text, n = re.subn(rf"^{key}=.*$", lambda _, line=line: line, text, flags=re.MULTILINE)  # no escapes read
+        if n != 1:
+            raise ValueError(f"kserve/config/config.properties has no {key}")
+    return text + f"initial_worker_port={worker_port}\n"
+
+
+@contextmanager
+def kserve_torchserve(store: Path, models: Sequence[str], workdir: Path, envelope: str) -> Iterator[Server]:
+    """TorchServe as KServe's TorchServe runtime starts it in a predictor pod: ``torchserve --start
+    --model-store=... --ts-config=...`` on :func:`kserve_config`, with ``TS_SERVICE_ENVELOPE=envelope`` in its
+    environment, as the runtime sets it from the InferenceService's protocolVersion (``kserve`` for v1,
+    ``kservev2`` for v2). Token authorization is off in that file (KServe's wrapper sends no keys): the yielded
+    server has no key."""
+    with worker_ports() as workers:
+        ports = free_ports(5)
+        config = kserve_config(store, ports, workers.start, models)
+        start = [f"--model-store={store}", f"--ts-config={workdir / 'config.properties'}"]
+        yield from _serve(workdir, models, 240, workers, ports, config, start, {"TS_SERVICE_ENVELOPE": envelope})
+
+
 def processes_in(workdir: Path) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
@@ -200,29 +242,42 @@ def local_torchserve(store: Path, archives: Sequence[str], workdir: Path, timeou
     Raises RuntimeError if it is not ready in ``timeout`` seconds, or if anything of it survives ``--stop``.
     """
     with worker_ports() as workers:
-        yield from _serve(store, archives, workdir, timeout, workers)
+        ports = free_ports(5)
+        config = derived_config(store, ports, workers.start)
+        start = ["--ncs", "--ts-config", str(workdir / "config.properties"), "--model-store", str(store), "--models",
+                 *archives]  # fmt: skip
+        names = [Path(a).name.removesuffix(".mar") for a in archives]
+        yield from _serve(workdir, names, timeout, workers, ports, config, start)
 
 
-def _serve(store: Path, archives: Sequence[str], workdir: Path, timeout: float, workers: range) -> Iterator[Server]:
-    ports = free_ports(5)
-    (workdir / "config.properties").write_text(derived_config(store, ports, workers.start))
-    env = {**os.environ, "TMPDIR": str(workdir), "PATH": f"{BIN}:{os.environ['PATH']}"}  # TMPDIR: own pid file
-    start = [str(BIN / "torchserve"), "--start", "--ncs", "--ts-config", str(workdir / "config.properties"),
-             "--model-store", str(store), "--models", *archives]  # fmt: skip
-    names = [Path(a).name.removesuffix(".mar") for a in archives]
+def _serve(
+    workdir: Path,
+    names: Sequence[str],
+    timeout: float,
+    workers: range,
+    ports: Sequence[int],
+    config: str,
+    start_args: Sequence[str],
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    (workdir / "config.properties").write_text(config)
+    tokens = "disable_token_authorization=true" not in config.splitlines()
+    # TMPDIR: its own pid file
+    env = {**os.environ, "TMPDIR": str(workdir), "PATH": f"{BIN}:{os.environ['PATH']}", **(extra_env or {})}
+    start = [str(BIN / "torchserve"), "--start", *start_args]
     subprocess.run(start, cwd=workdir, env=env, check=True, timeout=60, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + timeout
         while True:
             time.sleep(1)
             try:
-                keys = json.loads((workdir / "key_file.json").read_text())
+                keys = json.loads((workdir / "key_file.json").read_text()) if tokens else None
                 server = Server(
                     url=f"http://127.0.0.1:{ports[0]}",
                     management=f"http://127.0.0.1:{ports[1]}",
                     metrics=f"http://127.0.0.1:{ports[2]}",
-                    key=keys["inference"]["key"],
-                    management_key=keys["management"]["key"],
+                    key=keys["inference"]["key"] if keys else "",
+                    management_key=keys["management"]["key"] if keys else "",
                     workdir=workdir,
                     worker_ports=workers,
                 )

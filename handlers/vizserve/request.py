@@ -148,6 +148,12 @@ def parse_request(fields: Mapping[str, Any], served: Served, *, explain: bool = 
         raise InvalidOption("this server runs optimizations in the request (no jobs): there is no job to poll")
     unknown = sorted(set(fields) - set(declared))
     if unknown:
+        kserve = {"instances": "kserve", "inputs": "kservev2"}.get(unknown[0])
+        if kserve:  # a KServe body on a TorchServe without the envelope that reads it
+            raise InvalidOption(
+                f"unknown option {unknown[0]!r}: this is the plain API; KServe {'v1' if kserve == 'kserve' else 'v2'} "
+                f"bodies are read by a TorchServe started with service_envelope={kserve} (kserve/config)"
+            )
         raise InvalidOption(f"unknown option {clip_text(str(unknown[0]))!r}; options: {', '.join(declared)}")
     data = _data(fields.get("data"))
 

@@ -21,6 +21,11 @@ class Limits:
     max_image_pixels: int = 50_000_000  # refused from the image header, before decoding
     max_input_side: int = 1024  # largest H or W of a .npy input
     max_response_bytes: int = 64 * 1024 * 1024  # keep equal to TorchServe's max_response_size
+    # KServe's protocols (vizserve.kserve): instances (v2: image inputs) one request may carry, as many as one batch
+    # of the plain API's archives holds, and the decoded size of one base64 image in them (TorchServe's
+    # max_request_size bounds the whole body as well)
+    max_instances: int = 8
+    max_instance_bytes: int = 32 * 1024 * 1024
     # Optimizations (actmax, invert) run as jobs beside the request path (vizserve.jobs): each job gets this many
     # seconds of compute (its steps' time, summed; in-process use without jobs: of wall time) and stops early with
     # what it has when the next step and the final encoding would not fit.
