@@ -91,7 +91,7 @@ def guard_kserve_envelopes() -> None:
     except ImportError:  # not inside TorchServe
         return
     for cls, name in ((KServeEnvelope, "kserve"), (KServev2Envelope, "kservev2")):
-        if not getattr(cls.parse_input, "viz_guarded", False):
+        if not vars(cls.parse_input).get("viz_guarded", False):  # guarded once per worker
             cls.parse_input = _guarded(cls.parse_input, kserve.ENVELOPES[name])
 
 
@@ -117,7 +117,7 @@ class VizHandler:
 
     def handle(self, data, context):
         started = time.perf_counter()
-        call = getattr(context, "viz_kserve", None)  # set by the guarded KServe envelope, for this request only
+        call = vars(context).get("viz_kserve")  # set by the guarded KServe envelope, for this request only
         if call is not None:
             context.viz_kserve = None
             return self._handle_kserve(call, data, context, started)
