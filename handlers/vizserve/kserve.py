@@ -277,15 +277,20 @@ def _v1_fields(instance: Any, limits) -> dict[str, Any]:
     return _checked(fields, limits)
 
 
+def _at_most(count: int, what: str, limits) -> None:
+    """One request's instances (v1) or images (v2) within ``limits.max_instances``."""
+    if count > limits.max_instances:
+        raise InputTooLarge(
+            f"a request has at most {limits.max_instances} {what} (max_instances); this one has {count}: send them "
+            f"in several requests"
+        )
+
+
 def v1_items(instances: Any, limits) -> tuple[list[dict[str, Any] | VizError], list[str]]:
     """Each instance as the fields of one plain request, or the error that refuses it."""
     if not isinstance(instances, list) or not instances:
         raise InvalidInput(f"'instances' must be a non-empty list: {V1_SHAPE}")
-    if len(instances) > limits.max_instances:
-        raise InputTooLarge(
-            f"a request has at most {limits.max_instances} instances (max_instances); this one has {len(instances)}: "
-            f"send them in several requests"
-        )
+    _at_most(len(instances), "instances", limits)
     items: list[dict[str, Any] | VizError] = []
     for instance in instances:
         try:
@@ -314,11 +319,7 @@ def v2_items(inputs: Any, parameters: Mapping[str, Any], limits) -> tuple[list[d
             f"no image input: every input is named after an option ({', '.join(i['name'] for i in inputs)[:80]}); "
             f"the image is a BYTES input of any other name, like {V2_SHAPE[12:-2]}"
         )
-    if len(images) > limits.max_instances:
-        raise InputTooLarge(
-            f"a request has at most {limits.max_instances} images (max_instances); this one has {len(images)}: send "
-            f"them in several requests"
-        )
+    _at_most(len(images), "images", limits)
     items: list[dict[str, Any] | VizError] = []
     for inp in images:
         own = dict(inp.get("parameters") or {})
