@@ -11,10 +11,10 @@ compares the images of one target).
   whole batch (lucent's defaults, scaled to the image size).
 - Objectives (:mod:`cnnviz.objectives`): terms that compose into weighted sums: a channel's mean activation, one
   unit's activation, a direction in a layer's channel space, Lucid's Gram-matrix diversity, or a class's score: its
-  log-probability (log-softmax, as the seed notebooks' cross-entropy loss does; the default for images), its logit
-  (Lucid), or its margin over the best other class (the default for video: it does not saturate once the class
+  log-probability (log-softmax, as the seed notebooks' cross-entropy loss does; this module's default), its logit
+  (Lucid), or its margin over the best other class (the HTTP service's default: it does not saturate once the class
   wins, as the log-probability does, and cannot rise by raising every class, as a logit can; measured on the motion
-  example, where a second model read 5 of 6 margin videos as their class and 2 of 6 log-probability ones).
+  and shapes examples with judges trained apart, README "Activation maximization").
 - Regularizers: L2 decay and L1 ("no ink") towards mid-grey, total variation, a pull towards an initial image, and a
   Gaussian blur of pixel parameters every k steps (cnnpref). Departure: the blur is not applied to ``fft`` parameters,
   whose 1/f scaling already favours low frequencies.
@@ -282,10 +282,7 @@ class Optimization:
         # A batch of 1 or 2 images uses a CPU's matrix units poorly: there, copies go through the model together, up
         # to 4 images a pass (AlexNet, 1 class at 128 px, 2 copies: 58 ms a step, 69 ms in two passes). Larger
         # batches keep one pass per copy, as measured for the defaults (numerics differ slightly between the two).
-        per_pass = self.copies if k * self.copies <= 4 else 1
-        self.passes = [per_pass] * (self.copies // per_pass) + (
-            [self.copies % per_pass] if self.copies % per_pass else []
-        )
+        self.passes = [self.copies] if k * self.copies <= 4 else [1] * self.copies  # copies a pass
         spread = (1, 3) + (1,) * (2 if cfg.frames is None else 3)
         self.m = torch.tensor(cfg.mean, device=device).view(spread)
         self.s = torch.tensor(cfg.std, device=device).view(spread)
