@@ -86,13 +86,29 @@ def test_two_servers_at_once_get_ranges_that_do_not_overlap(tmp_path):
     assert 9000 not in a and 9000 not in b  # the dev server's
 
 
+def _bindable_bases(n: int) -> list[int]:
+    """``n`` bases whose first port nothing holds now (a server of another test may hold any base of the real list)."""
+    found = []
+    for base in range(31_900, 10_000, -WORKER_PORT_SPAN):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", base))
+            except OSError:
+                continue
+        found.append(base)
+        if len(found) == n:
+            return found
+    raise AssertionError(f"fewer than {n} bindable ports among the worker bases")
+
+
 def test_a_held_or_used_range_is_skipped(tmp_path):
-    (tmp_path / ".ts.sock.10100").touch()  # a socket of some other server
-    with worker_ports(bases=[10_000, 10_100, 10_200], socket_dir=tmp_path) as first:
-        with worker_ports(bases=[10_000, 10_100, 10_200], socket_dir=tmp_path) as second:
-            assert {first.start, second.start} == {10_000, 10_200}
+    bases = _bindable_bases(3)
+    (tmp_path / f".ts.sock.{bases[1] + 7}").touch()  # a socket of some other server, inside the middle range
+    with worker_ports(bases=bases, socket_dir=tmp_path) as first:
+        with worker_ports(bases=bases, socket_dir=tmp_path) as second:
+            assert {first.start, second.start} == {bases[0], bases[2]}
             with pytest.raises(RuntimeError, match="no free range of 100 worker ports"):
-                with worker_ports(bases=[10_000, 10_100, 10_200], socket_dir=tmp_path):
+                with worker_ports(bases=bases, socket_dir=tmp_path):
                     pass
         (tmp_path / f".ts.sock.{first.start}").touch()  # what a worker leaves behind ...
     assert not (tmp_path / f".ts.sock.{first.start}").exists()  # ... is removed with the range
