@@ -1,98 +1,208 @@
-"""End-to-end latency: our classify and classify+featuremaps against TorchServe's stock image_classifier.
+"""End-to-end latency and throughput: our classify against TorchServe's stock image_classifier.
 
-Same TorchServe, model (AlexNet), weights (seeded, from one file), batch settings, image and machine. Requests are
-sequential and interleaved (stock, classify, featuremaps, in a shuffled order each round); we report medians and
-ratios to the stock handler. Run: .venv/bin/python bench/latency.py [--rounds 200]
+One TorchServe on loopback, one model (AlexNet, seeded weights from one file), one machine, three archives:
+
+- ``stock default``: the stock handler as a user gets it with no model-config.yaml: TorchServe's defaults (batch
+  size 1; workers per model: TorchServe's own default, one per CPU core, as ``default_workers_per_model`` is left
+  out of this server's config.properties);
+- ``stock, our batching``: the stock handler with our archive's model-config.yaml (workers, batch size, delay);
+- ``ours``: ``alexnet_viz`` as ``./archive.sh`` builds it, with its defaults.
+
+Measured, interleaved (every variant once per round, shuffled):
+
+1. a lone request (sequential, one client), ``docs/grace_hopper.jpg`` (512 x 600): medians and ratios to the stock
+   default; plus classify+featuremaps;
+2. a 12-megapixel photo (4032 x 3024 JPEG, the same picture scaled up), lone;
+3. throughput with ``--clients`` (8) concurrent clients sending back to back for ``--seconds`` each, repeated
+   ``--repeats`` times in alternating order: requests/s, median over repeats.
+
+It also reads back the batch size and delay TorchServe applied to each model (management API): a ``maxBatchDelay`` of
+0 in model-config.yaml is taken as "not set" and becomes TorchServe's default of 100 ms, which is why a lone request
+took about 130 ms with it. Run: .venv/bin/python bench/latency.py [--rounds 200] (about 4 minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import requests
 import torch
 import yaml
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
 from cnnviz import imagenet_weights, random_state_dict  # noqa: E402
-from scripts.local_torchserve import BIN, local_torchserve  # noqa: E402
+from scripts.local_torchserve import BIN, Server, local_torchserve  # noqa: E402
 from scripts.timing import interleaved, ok_200  # noqa: E402
 
 IMAGE = ROOT / "docs" / "grace_hopper.jpg"
+STOCK, STOCK_BATCHED, OURS = "stock default", "stock, our batching", "ours"
+MODELS = {STOCK: "alexnet_stock", STOCK_BATCHED: "alexnet_stock_batched", OURS: "alexnet_viz"}
+
+
+def stock_archive(store: Path, work: Path, weights: Path, name: str, config: dict | None) -> None:
+    labels = imagenet_weights("alexnet").meta["categories"]
+    (work / "index_to_name.json").write_text(json.dumps({str(i): n for i, n in enumerate(labels)}))
+    extra = []
+    if config is not None:
+        (work / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        extra = ["--config-file", str(work / f"{name}.yaml")]
+    subprocess.run(
+        [str(BIN / "torch-model-archiver"), "--model-name", name, "--version", "1.0",
+         "--handler", "image_classifier", "--model-file", str(ROOT / "bench" / "stock_alexnet.py"),
+         "--serialized-file", str(weights), "--extra-files", str(work / "index_to_name.json"), *extra,
+         "--export-path", str(store), "--archive-format", "zip-store", "--force"],
+        check=True,
+    )  # fmt: skip
 
 
 def build(store: Path, work: Path) -> None:
     weights = work / "alexnet_seeded.pt"
     torch.save(random_state_dict("alexnet", seed=0), weights)
     subprocess.run([str(ROOT / "archive.sh"), "--weights", str(weights), "--out", str(store), "alexnet"], check=True)
-    config = yaml.safe_load(
+    ours = yaml.safe_load(
         subprocess.run(
             ["unzip", "-p", str(store / "alexnet_viz.mar"), "model-config.yaml"], check=True, capture_output=True
         ).stdout  # fmt: skip
     )
-    config.pop("handler")  # same workers, batch size, delay and timeout; nothing of ours
-    (work / "model-config.yaml").write_text(yaml.safe_dump(config))
-    labels = imagenet_weights("alexnet").meta["categories"]
-    (work / "index_to_name.json").write_text(json.dumps({str(i): n for i, n in enumerate(labels)}))
-    subprocess.run(
-        [str(BIN / "torch-model-archiver"), "--model-name", "alexnet_stock", "--version", "1.0",
-         "--handler", "image_classifier", "--model-file", str(ROOT / "bench" / "stock_alexnet.py"),
-         "--serialized-file", str(weights), "--extra-files", str(work / "index_to_name.json"),
-         "--config-file", str(work / "model-config.yaml"), "--export-path", str(store),
-         "--archive-format", "zip-store", "--force"],
-        check=True,
-    )  # fmt: skip
+    ours.pop("handler")  # workers, batch size, delay and timeout; nothing of our handler
+    stock_archive(store, work, weights, MODELS[STOCK], None)
+    stock_archive(store, work, weights, MODELS[STOCK_BATCHED], ours)
+
+
+def twelve_megapixels() -> bytes:
+    im = Image.open(IMAGE).convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def applied(server: Server) -> dict:
+    """What TorchServe made of each model's settings, from its management API."""
+    auth = {"Authorization": f"Bearer {server.management_key}"}
+    out = {}
+    for variant, model in MODELS.items():
+        info = requests.get(f"{server.management}/models/{model}", headers=auth, timeout=10).json()[0]
+        out[variant] = {"batchSize": info["batchSize"], "maxBatchDelay": info["maxBatchDelay"],
+                        "workers": len(info["workers"])}  # fmt: skip
+    return out
+
+
+def throughput(send, clients: int, seconds: float) -> float:
+    """Requests/s that ``clients`` threads sending back to back complete in ``seconds`` (each with its own
+    connection); every answer must be a 200."""
+    done = [0] * clients
+    failed: list[str] = []
+    stop = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        session = requests.Session()
+        while time.monotonic() < stop:
+            r = send(session)
+            if r.status_code != 200:
+                failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
+                return
+            done[i] += 1
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        raise SystemExit(failed[0])
+    return sum(done) / (time.monotonic() - t0)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--big-rounds", type=int, default=30, help="rounds of the 12-megapixel photo")
     p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=15)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latency.json"))
     args = p.parse_args()
-    image = IMAGE.read_bytes()
+    image, big = IMAGE.read_bytes(), twelve_megapixels()
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
         work = Path(tmp)
         store = work / "store"
         build(store, work)
-        with local_torchserve(store, ["alexnet_viz.mar", "alexnet_stock.mar"], work) as server:
+        archives = [f"{m}.mar" for m in MODELS.values()]
+        with local_torchserve(store, archives, work, drop=["default_workers_per_model"]) as server:
+            settings = applied(server)
+
+            def send(variant: str, body: bytes, mode: str | None = None):
+                def call(session=requests):
+                    if mode:
+                        files, data = {"data": ("x.jpg", body)}, {"mode": mode}
+                        return server.post(MODELS[variant], files=files, data=data, session=session)
+                    headers = {"Content-Type": "image/jpeg"}
+                    return server.post(MODELS[variant], data=body, headers=headers, session=session)
+
+                return call
+
             session = requests.Session()
-            variants = {
-                "stock image_classifier": lambda: server.post(
-                    "alexnet_stock", data=image, headers={"Content-Type": "image/jpeg"}, session=session
-                ),
-                "classify": lambda: server.post(
-                    "alexnet_viz", data=image, headers={"Content-Type": "image/jpeg"}, session=session
-                ),
-                "classify+featuremaps": lambda: server.post(
-                    "alexnet_viz", files={"data": ("x.jpg", image)}, data={"mode": "featuremaps"}, session=session
-                ),
-            }
-            times = interleaved(variants, args.rounds, warmup=args.warmup, check=ok_200)
-    base = statistics.median(times["stock image_classifier"])
+            lone = interleaved(
+                {
+                    STOCK: lambda: send(STOCK, image)(session),
+                    STOCK_BATCHED: lambda: send(STOCK_BATCHED, image)(session),
+                    OURS: lambda: send(OURS, image)(session),
+                    "ours, classify+featuremaps": lambda: send(OURS, image, "featuremaps")(session),
+                },
+                args.rounds, warmup=args.warmup, check=ok_200,
+            )  # fmt: skip
+            large = interleaved(
+                {STOCK: lambda: send(STOCK, big)(session), OURS: lambda: send(OURS, big)(session)},
+                args.big_rounds, warmup=3, check=ok_200,
+            )  # fmt: skip
+            rates: dict[str, list[float]] = {v: [] for v in (STOCK, STOCK_BATCHED, OURS)}
+            for r in range(args.repeats):
+                order = list(rates) if r % 2 == 0 else list(rates)[::-1]
+                for variant in order:
+                    rates[variant].append(throughput(send(variant, image), args.clients, args.seconds))
+    med = {k: statistics.median(v) for k, v in lone.items()}
+    big_med = {k: statistics.median(v) for k, v in large.items()}
+    rate = {k: statistics.median(v) for k, v in rates.items()}
     result = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or 'cpu'}",
         "torch": torch.__version__,
-        "rounds": args.rounds,
-        "image": IMAGE.name,
-        "median_ms": {k: round(statistics.median(v), 2) for k, v in times.items()},
-        "p90_ms": {k: round(statistics.quantiles(v, n=10)[-1], 2) for k, v in times.items()},
-        "ratio_to_stock": {k: round(statistics.median(v) / base, 3) for k, v in times.items()},
-    }
+        "applied_settings": settings,
+        "lone": {"image": f"{IMAGE.name} (600 x 512)", "rounds": args.rounds,
+                 "median_ms": {k: round(v, 2) for k, v in med.items()},
+                 "p90_ms": {k: round(statistics.quantiles(v, n=10)[-1], 2) for k, v in lone.items()},
+                 "ratio_to_stock_default": {k: round(v / med[STOCK], 3) for k, v in med.items()}},
+        "twelve_megapixels": {"image": "4032 x 3024 JPEG, quality 90", "rounds": args.big_rounds,
+                              "median_ms": {k: round(v, 2) for k, v in big_med.items()},
+                              "ratio_to_stock_default": {k: round(v / big_med[STOCK], 3) for k, v in big_med.items()}},
+        "throughput": {"clients": args.clients, "seconds": args.seconds, "repeats": args.repeats,
+                       "requests_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+                       "median_requests_per_s": {k: round(v, 1) for k, v in rate.items()},
+                       "ratio_to_stock_default": {k: round(v / rate[STOCK], 2) for k, v in rate.items()}},
+    }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print("| request | median ms | p90 ms | ratio to stock |\n|---|---|---|---|")
-    for k in times:
-        print(f"| {k} | {result['median_ms'][k]} | {result['p90_ms'][k]} | {result['ratio_to_stock'][k]:.3f} |")
+    print(json.dumps(settings))
+    print("| | lone request, median ms | ratio | 12 MP photo, median ms | ratio | "
+          f"{args.clients} clients, requests/s | ratio |\n|---|---|---|---|---|---|---|")  # fmt: skip
+    for k in med:
+        b = f"{big_med[k]:.1f} | {big_med[k] / big_med[STOCK]:.2f}" if k in big_med else "- | -"
+        t = f"{rate[k]:.1f} | {rate[k] / rate[STOCK]:.2f}" if k in rate else "- | -"
+        print(f"| {k} | {med[k]:.1f} | {med[k] / med[STOCK]:.3f} | {b} | {t} |")
 
 
 if __name__ == "__main__":

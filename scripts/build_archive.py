@@ -194,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "model_store"), help="output folder (default model_store/)")
     p.add_argument("--config", default=str(ROOT / "config.properties"), help="TorchServe config to read limits from")
     p.add_argument("--batch-size", type=int, default=8, help="TorchServe batch size (default 8)")
-    p.add_argument("--max-batch-delay", type=int, default=20, help="ms to wait for a batch to fill (default 20)")
+    p.add_argument(
+        "--max-batch-delay", type=int, default=1,
+        help="ms to wait for a batch to fill (default 1: a lone request waits 1 ms; under load, requests queued while "
+        "the worker is busy form the batch anyway). At least 1: TorchServe takes 0 as unset and waits 100 ms",
+    )  # fmt: skip
     p.add_argument("--response-timeout", type=int, default=120, help="seconds (default 120)")
     p.add_argument("--workers", type=int, default=1, help="workers per model (default 1)")
     p.add_argument("--max-image-pixels", type=int, default=50_000_000, help="pixel cap, checked before decoding")
@@ -209,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         help="zip-store (default: weights do not compress), default (deflate) or no-archive (a folder)",
     )  # fmt: skip
     args = p.parse_args(argv)
+    if args.max_batch_delay < 1:
+        p.error(f"--max-batch-delay must be at least 1 ms, got {args.max_batch_delay}: TorchServe 0.12 reads 0 in "
+                "model-config.yaml as unset and applies its default of 100 ms to every lone request")  # fmt: skip
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be at least 1, got {args.batch_size}")
     for arch in args.arch:
         model_dir_of(arch)  # unknown names end here, before any work
         if args.weights_name and model_dir_of(arch) is None:

@@ -236,14 +236,18 @@ def seeded_alexnet_server(prefix: str, archive_args: Sequence[str] = ()) -> Iter
 
 
 @contextmanager
-def local_torchserve(store: Path, archives: Sequence[str], workdir: Path, timeout: float = 240) -> Iterator[Server]:
-    """TorchServe serving ``archives`` from ``store``; yields once every model answers, stops on exit.
+def local_torchserve(
+    store: Path, archives: Sequence[str], workdir: Path, timeout: float = 240, drop: Sequence[str] = ()
+) -> Iterator[Server]:
+    """TorchServe serving ``archives`` from ``store``; yields once every model answers, stops on exit. ``drop``:
+    keys of config.properties left out, so that TorchServe's own default applies (benchmarks of its defaults).
 
     Raises RuntimeError if it is not ready in ``timeout`` seconds, or if anything of it survives ``--stop``.
     """
     with worker_ports() as workers:
         ports = free_ports(5)
         config = derived_config(store, ports, workers.start)
+        config = "".join(line for line in config.splitlines(keepends=True) if line.split("=", 1)[0] not in drop)
         start = ["--ncs", "--ts-config", str(workdir / "config.properties"), "--model-store", str(store), "--models",
                  *archives]  # fmt: skip
         names = [Path(a).name.removesuffix(".mar") for a in archives]

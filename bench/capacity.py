@@ -1,0 +1,123 @@
+"""Per-request cost of every mode, for the README's capacity model: milliseconds on one CPU core and FLOPs.
+
+In one process, without TorchServe (its own cost per request is in ``bench/latency.py``), on one thread
+(``torch.set_num_threads(1)``: one worker per core is how a CPU replica scales). For each model (seeded random
+weights: cost does not depend on the weights) and each mode with its defaults, on ``docs/grace_hopper.jpg``: the
+median of ``--rounds`` timed requests after 2 warm-up ones, requests/s per core (1000 / ms), and the FLOPs of one
+request counted by ``torch.utils.flop_counter`` (forward and backward passes; convolutions and matrix products).
+
+Optimizations (actmax, invert) are jobs: their row is one request of the defaults as a job would run it
+(submission to answer), with its steps counted, so a step costs ms / steps.
+
+Run: .venv/bin/python bench/capacity.py [--models alexnet resnet50] [--rounds 5]  (a few minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
+
+from cnnviz import build_model, random_state_dict, torchvision_spec  # noqa: E402
+from vizserve import Limits, VizService  # noqa: E402
+
+IMAGE = ROOT / "docs" / "grace_hopper.jpg"
+# (row, fields): each mode with its defaults; the photo is added to every row.
+REQUESTS = [
+    ("classify", {}),
+    ("featuremaps", {"mode": "featuremaps"}),
+    ("filters", {"mode": "filters"}),
+    ("gradcam", {"mode": "gradcam"}),
+    ("gradcam++", {"mode": "gradcam", "method": "gradcam++"}),
+    ("guided_gradcam", {"mode": "gradcam", "method": "guided_gradcam"}),
+    ("saliency (vanilla)", {"mode": "saliency"}),
+    ("saliency smoothgrad", {"mode": "saliency", "method": "smoothgrad"}),
+    ("saliency integrated_gradients", {"mode": "saliency", "method": "integrated_gradients"}),
+    ("deconv", {"mode": "deconv"}),
+    ("actmax, one class (a job)", {"mode": "actmax"}),
+    ("invert (a job)", {"mode": "invert"}),
+]
+
+
+def service(arch: str) -> VizService:
+    model = build_model(arch)
+    model.load_state_dict(random_state_dict(arch, seed=0))
+    limits = Limits(max_busy_seconds=100_000)  # the defaults in full, whatever this machine's speed
+    return VizService(model.eval(), torchvision_spec(arch), device=torch.device("cpu"), name=f"{arch}_viz",
+                      limits=limits)  # fmt: skip
+
+
+def one(svc: VizService, fields: dict, image: bytes) -> dict:
+    """One request, answered in the calling thread (a service without a job scheduler runs optimizations inline)."""
+    [reply] = svc.handle([{**fields, "data": image}])
+    if reply.status != 200:
+        raise SystemExit(f"{fields}: HTTP {reply.status}: {reply.body[:300]!r}")
+    return json.loads(reply.body)
+
+
+def steps_of(body: dict) -> int | None:
+    for key in ("actmax", "invert"):
+        if key in body:
+            entries = body[key] if isinstance(body[key], list) else [body[key]]
+            return entries[0].get("steps")
+    return None
+
+
+def measure(svc: VizService, fields: dict, image: bytes, rounds: int) -> tuple[float, float, int | None]:
+    """Median ms of ``rounds`` requests, FLOPs of one, and the steps an optimization ran (else None). An
+    optimization is warmed up and counted at 4 steps (its FLOPs scaled to the steps it runs), timed in full once."""
+    optimization = fields.get("mode") in ("actmax", "invert")
+    probe = {**fields, "steps": "4"} if optimization else fields
+    one(svc, probe, image)  # warm-up (and the shapes of a new layer)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        one(svc, probe, image)
+    ms = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        body = one(svc, fields, image)
+        ms.append((time.perf_counter() - t0) * 1000)
+    steps = steps_of(body)
+    flops = float(counter.get_total_flops()) * (steps / 4 if optimization and steps else 1)
+    return statistics.median(ms), flops, steps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["alexnet", "resnet50"])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "capacity.json"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    image = IMAGE.read_bytes()
+    rows = []
+    for arch in args.models:
+        svc = service(arch)
+        for name, fields in REQUESTS:
+            rounds = 1 if fields.get("mode") in ("actmax", "invert") else args.rounds
+            ms, flops, steps = measure(svc, fields, image, rounds)
+            rows.append({"model": arch, "request": name, "ms_one_core": round(ms, 1),
+                         "requests_per_s_per_core": round(1000 / ms, 2), "gflop": round(flops / 1e9, 2),
+                         "steps": steps})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    out = {"machine": f"{platform.machine()}, 1 thread, {platform.processor() or 'cpu'}", "torch": torch.__version__,
+           "image": IMAGE.name, "rows": rows}  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print("| model | request | ms on one core | requests/s per core | GFLOP |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['request']} | {r['ms_one_core']} | {r['requests_per_s_per_core']} | {r['gflop']} |")
+
+
+if __name__ == "__main__":
+    main()
