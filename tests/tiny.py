@@ -76,3 +76,43 @@ def tiny_clip() -> torch.Tensor:
     frame = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     x[0, 0, 0], x[0, 0, 1] = frame, 2 * frame
     return x
+
+
+class TinyLinear(nn.Module):
+    """A linear classifier of ``[N, 3, 2, 3]`` inputs with hand-set weights: class 0 is ``sum(W * x)``, class 1 its
+    negative, class 2 zero (no bias). ``W``: channel 0 [[1, -1, 1], [1, 1, -1]], channel 1 all 2, channel 2 all 7.
+
+    For a linear model every attribution method with a baseline ``b`` gives ``W * (x - b)`` per element, and the
+    perturbation methods give the sum of that over the pixels they remove.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(18, 3, bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.stack([linear_weight().flatten(), -linear_weight().flatten(), torch.zeros(18)]))
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def linear_weight() -> torch.Tensor:
+    """:class:`TinyLinear`'s class-0 weights ``[3, 2, 3]``."""
+    w = torch.empty(3, 2, 3)
+    w[0] = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0]])
+    w[1], w[2] = 2.0, 7.0
+    return w
+
+
+def linear_input() -> torch.Tensor:
+    """``[1, 3, 2, 3]``: channel 0 is [[1, 2, 3], [4, 5, 6]], channel 1 all ones, channel 2 zero.
+
+    By hand, the contribution of each pixel to class 0 (summed over channels) from a zero baseline is
+    [[1 + 2, -2 + 2, 3 + 2], [4 + 2, 5 + 2, -6 + 2]] = [[3, 0, 5], [6, 7, -4]]: logit 17. From a baseline of -1
+    everywhere: [[2 + 4 + 7, -3 + 4 + 7, 4 + 4 + 7], [5 + 4 + 7, 6 + 4 + 7, -7 + 4 + 7]] = [[13, 8, 15], [16, 17, 4]].
+    """
+    x = torch.zeros(1, 3, 2, 3)
+    x[0, 0] = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    x[0, 1] = 1.0
+    return x

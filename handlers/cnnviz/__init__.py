@@ -6,7 +6,17 @@ and ``T, H, W`` for video, and the operations that allow it are written over ``x
 """
 
 from .actmax import ActmaxResult, FeatureMatch, Objective, Optimization, Settings, Target, actmax, invert, shared_copy
-from .attributions import BASELINES, SALIENCY_METHODS, attribution_map, baseline, deconv_projection, saliency
+from .attributions import (
+    BASELINES,
+    SALIENCY_METHODS,
+    SIGNED_METHODS,
+    attribution_map,
+    baseline,
+    deconv_projection,
+    lrp_problem,
+    perturbations,
+    saliency,
+)
 from .cam import CAM_METHODS, BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, GuidedGradCAM, upsample
 from .capture import LayerHooks, capture_outputs, restore_mode
 from .errors import InputTooLarge, InvalidInput, InvalidOption, OverBudget, TooManyJobs, UnknownLayer, VizError
@@ -50,6 +60,7 @@ __all__ = [
     "shared_copy",
     "BASELINES",
     "SALIENCY_METHODS",
+    "SIGNED_METHODS",
     "CAM_METHODS",
     "BaseCAM",
     "CamResult",
@@ -59,6 +70,8 @@ __all__ = [
     "attribution_map",
     "baseline",
     "deconv_projection",
+    "lrp_problem",
+    "perturbations",
     "saliency",
     "upsample",
     "InputTooLarge",

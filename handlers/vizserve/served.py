@@ -26,6 +26,9 @@ class Limits:
     # max_request_size bounds the whole body as well)
     max_instances: int = 8
     max_instance_bytes: int = 32 * 1024 * 1024
+    # saliency by occlusion or feature ablation: the most forward passes (patches) one input may cost; more is
+    # refused (413) before the first pass
+    max_perturbations: int = 1024
     # Optimizations (actmax, invert) run as jobs beside the request path (vizserve.jobs): each job gets this many
     # seconds of compute (its steps' time, summed; in-process use without jobs: of wall time) and stops early with
     # what it has when the next step and the final encoding would not fit.

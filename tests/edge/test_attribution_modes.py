@@ -8,10 +8,13 @@ import re
 import numpy as np
 import psutil
 import pytest
+import torch
 from PIL import Image
 
+from cnnviz import SALIENCY_METHODS, SIGNED_METHODS
 from tests.images import raw_array, shape_png
-from tests.services import shapes_service
+from tests.services import shapes_service, tiny_service
+from tests.tiny import Tiny
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -68,12 +71,59 @@ def test_each_request_in_a_batch_keeps_its_target_and_method(svc, image):
     assert outs[0]["gradcam"]["score"] < 0.5 < outs[2]["gradcam"]["score"]
 
 
-@pytest.mark.parametrize("method", ["vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet"])
+@pytest.mark.parametrize("method", SALIENCY_METHODS)
 def test_saliency_methods(svc, image, method):
     data, _ = image
-    reply = ask(svc, data=data, mode="saliency", method=method, samples="2", ig_steps="4", baseline="white")
+    reply = ask(svc, data=data, mode="saliency", method=method, samples="2", ig_steps="4", baseline="white", raw="1")
+    assert reply.status == 200, reply.body
     entry = json.loads(reply.body)["saliency"]
     assert entry["method"] == method and entry["label"] == "square" and entry["max"] > 0
+    raw = raw_array(entry["raw"])
+    assert raw.shape == (64, 64) and entry["signed"] == (method in SIGNED_METHODS)
+    assert entry["max"] == pytest.approx(float(np.abs(raw).max()), rel=1e-6)
+    if not entry["signed"]:
+        assert raw.min() >= 0
+
+
+def test_signed_maps_keep_their_sign(svc, image):
+    data, _ = image
+    raw = raw_array(json.loads(ask(svc, data=data, mode="saliency", method="input_x_gradient", raw="1").body)[
+        "saliency"]["raw"])  # fmt: skip
+    assert raw.min() < 0 < raw.max()
+
+
+def test_occlusion_over_the_cap_is_refused_alone(capped, image):
+    data, _ = image
+    over, fine = capped.handle([
+        {"data": data, "mode": "saliency", "method": "occlusion", "window": "0.05"},
+        {"data": data, "mode": "saliency", "method": "feature_ablation", "window": "0.25"},
+    ])  # fmt: skip
+    assert over.status == 413
+    assert json.loads(over.body)["message"] == (
+        "occlusion of a 64x64 input with 3 px patches every 2 px takes 1,024 forward passes; this server makes at most "
+        "1,000 an input (max_perturbations): ask for a larger 'window' or 'stride'"
+    )
+    assert fine.status == 200 and json.loads(fine.body)["saliency"]["method"] == "feature_ablation"
+
+
+@pytest.fixture(scope="module")
+def capped():
+    from vizserve import Limits
+
+    return shapes_service(Limits(max_perturbations=1000))
+
+
+def test_lrp_refuses_a_model_captum_has_no_rule_for(image):
+    class WithGELU(Tiny):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features[1] = torch.nn.GELU()
+
+    [reply] = tiny_service(model=WithGELU()).handle([{"data": image[0], "mode": "saliency", "method": "lrp"}])
+    assert reply.status == 400
+    assert json.loads(reply.body)["message"] == (
+        "method lrp cannot explain tiny: layer 'features.1' is a GELU, which Captum's LRP has no rule for"
+    )
 
 
 def test_deconv_entry(svc, image):
@@ -111,6 +161,9 @@ def test_explain_adds_gradcam_and_format_png_gives_the_overlay(svc, image):
         ({"mode": "saliency", "baseline": "grey"}, "'baseline' must be one of black, zero, white"),
         ({"mode": "deconv", "channel": "32"}, r"'channel' must be a whole number in 0\.\.31"),
         ({"mode": "classify", "samples": "4"}, "'samples' is used by mode saliency; add it to mode"),
+        ({"mode": "saliency", "window": "0"}, r"'window' must be a number in 0\.01\.\.1\.0"),
+        ({"mode": "saliency", "stride": "2"}, r"'stride' must be a number in 0\.1\.\.1\.0"),
+        ({"mode": "gradcam", "window": "0.5"}, "'window' is used by mode saliency; add it to mode"),
     ],
 )
 def test_bad_attribution_options(svc, image, fields, match):

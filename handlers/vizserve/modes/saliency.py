@@ -1,52 +1,85 @@
-"""saliency: gradient attributions to the input pixels, through Captum."""
+"""saliency: attributions to the input pixels, through Captum (gradients, DeepLift, SHAP, LRP, perturbations)."""
 
 from __future__ import annotations
 
 import torch
 
-from cnnviz import BASELINES, SALIENCY_METHODS, attribution_map, baseline, saliency
+from cnnviz import (
+    BASELINES,
+    SALIENCY_METHODS,
+    SIGNED_METHODS,
+    InvalidOption,
+    attribution_map,
+    baseline,
+    lrp_problem,
+    saliency,
+)
 
 from ..options import Option
 from .base import BatchedMode
-from .shared import METHOD, TARGET, attribution_entry, class_index, pick_method, targets_of
+from .shared import (
+    METHOD,
+    TARGET,
+    attribution_entry,
+    class_index,
+    pick_method,
+    targets_of,
+)
 
-SAMPLES = Option("samples", "int", 16, "SmoothGrad: noisy copies per input", 1, 64)
-NOISE = Option("noise", "float", 0.15, "SmoothGrad: noise as a fraction of the input's range", 0.0, 1.0)
+SAMPLES = Option("samples", "int", 16, "SmoothGrad, smoothgrad_sq, vargrad: noisy copies per input; deepliftshap, "
+                 "gradientshap: baselines drawn around 'baseline'", 1, 64)  # fmt: skip
+NOISE = Option("noise", "float", 0.15, "SmoothGrad and its variants, and the SHAP methods' baselines: noise as a "
+               "fraction of the input's range", 0.0, 1.0)  # fmt: skip
 IG_STEPS = Option("ig_steps", "int", 32, "integrated gradients: steps from the baseline to the input", 1, 128)
-BASELINE = Option("baseline", "choice", "black", "integrated gradients: the starting input (zero: the mean image "
-                  "in normalized units)", choices=BASELINES)  # fmt: skip
+BASELINE = Option("baseline", "choice", "black", "the reference input of integrated gradients, DeepLift, the SHAP "
+                  "methods, occlusion and feature ablation (zero: the mean image in normalized units)",
+                  choices=BASELINES)  # fmt: skip
+WINDOW = Option("window", "float", 0.125, "occlusion, feature_ablation: the patch side as a fraction of the "
+                "input's short side (a video's patch spans every frame)", 0.01, 1.0)  # fmt: skip
+STRIDE = Option("stride", "float", 0.5, "occlusion: the step between patches as a fraction of the patch side",
+                0.1, 1.0)  # fmt: skip
 
 
 class SaliencyMode(BatchedMode):
     name = "saliency"
     summary = (
-        "gradient attributions to the input: vanilla, SmoothGrad, integrated gradients, guided backprop, deconvnet"
+        "attributions to the input: gradients (vanilla, SmoothGrad and its variants, integrated gradients, "
+        "input x gradient, guided backprop, deconvnet), DeepLift, SHAP, LRP, occlusion, feature ablation"
     )
-    options = (METHOD.but(None, "vanilla"), TARGET, SAMPLES, NOISE, IG_STEPS, BASELINE)
+    options = (
+        METHOD.but(None, "vanilla"), TARGET, SAMPLES, NOISE, IG_STEPS, BASELINE, WINDOW, STRIDE,
+    )  # fmt: skip
     needs_input = True
     claims = {"method": SALIENCY_METHODS}
 
     def finish(self, values, served, fields):
         values["method"] = pick_method(values, SALIENCY_METHODS, "vanilla")
         values["target"] = -1 if values["target"] is None else class_index(values["target"], served.labels)
+        if values["method"] == "lrp" and (problem := lrp_problem(served.model)):
+            raise InvalidOption(f"method lrp cannot explain {served.spec.arch}: {problem}")
         return values
 
     def group(self, values):
-        return tuple(values[k] for k in ("method", "samples", "noise", "ig_steps", "baseline"))
+        keys = ("method", "samples", "noise", "ig_steps", "baseline", "window", "stride")
+        return tuple(values[k] for k in keys)
 
     def run(self, served, x, values):
         v0 = values[0]
+        method = v0["method"]
         with torch.inference_mode():
             logits = served.model(x)
         targets = targets_of(values, logits)
         base = baseline(v0["baseline"], served.mean, served.std)
         attributions = saliency(
-            served.model, x, targets, v0["method"], samples=v0["samples"], noise=v0["noise"], steps=v0["ig_steps"],
-            baseline=None if base is None else base.to(x.device)[None],
+            served.model, x, targets, method, samples=v0["samples"], noise=v0["noise"], steps=v0["ig_steps"],
+            baseline=None if base is None else base.to(x.device)[None], window=v0["window"], stride=v0["stride"],
+            max_perturbations=served.limits.max_perturbations,
         )  # fmt: skip
-        maps = attribution_map(attributions, v0["method"])
+        maps = attribution_map(attributions, method)
         probs = logits.softmax(-1).cpu()
+        signed = method in SIGNED_METHODS
         return [
-            (attribution_entry(served, v, x[k], maps[k], int(targets[k]), probs[k], method=v0["method"]), probs[k])
+            (attribution_entry(served, v, x[k], maps[k], int(targets[k]), probs[k], signed=signed, method=method),
+             probs[k])
             for k, v in enumerate(values)
-        ]
+        ]  # fmt: skip

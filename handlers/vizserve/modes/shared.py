@@ -28,7 +28,8 @@ CHANNEL = Option("channel", "text", None, "which channels of 'layer' (actmax: th
                  "tabby-goldfish")  # fmt: skip
 METHOD = Option("method", "names", None, "the method of each attribution mode asked", allowed_text="gradcam: "
                 "gradcam, gradcam++, guided_gradcam; saliency: vanilla, smoothgrad, integrated_gradients, "
-                "guided_backprop, deconvnet; a comma list when both modes are asked")  # fmt: skip
+                "guided_backprop, deconvnet, smoothgrad_sq, vargrad, input_x_gradient, deeplift, deepliftshap, "
+                "gradientshap, lrp, occlusion, feature_ablation; a comma list when both modes are asked")  # fmt: skip
 
 
 def class_index(value: Any, labels: Sequence[str], name: str = "target") -> int:
@@ -65,15 +66,20 @@ def targets_of(values: Sequence[Mapping[str, Any]], logits: torch.Tensor) -> tor
     return torch.where(asked < 0, logits.argmax(1), asked)
 
 
-def attribution_entry(served: Served, values, x, heat, target: int, probs, **about) -> dict[str, Any]:
-    """Pictures and numbers for one map ``heat [*S]`` (>= 0) of input ``x [C, *S]``."""
-    top = float(heat.max())
-    scaled = (heat / top if top > 0 else heat).cpu()
+def attribution_entry(
+    served: Served, values, x, heat, target: int, probs, *, signed: bool = False, **about
+) -> dict[str, Any]:
+    """Pictures and numbers for one map ``heat [*S]`` of input ``x [C, *S]``: >= 0, or ``signed`` (the pictures
+    show its magnitude for now; ``raw`` keeps the sign, and ``max`` is the largest magnitude)."""
+    shown = heat.abs() if signed else heat
+    top = float(shown.max())
+    scaled = (shown / top if top > 0 else shown).cpu()
     entry = {
         **about,
         "target": target,
         "label": served.labels[target],
         "score": float(probs[target]),
+        "signed": signed,
         "max": top,
         "image": render.overlay_png(served.seen(x), scaled),
         "heatmap": render.heatmap_png(scaled),
