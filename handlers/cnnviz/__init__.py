@@ -20,6 +20,7 @@ from .attributions import (
 from .cam import CAM_METHODS, BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, GuidedGradCAM, upsample
 from .capture import LayerHooks, capture_outputs, restore_mode
 from .errors import InputTooLarge, InvalidInput, InvalidOption, OverBudget, TooManyJobs, UnknownLayer, VizError
+from .faithfulness import MAX_FAITHFULNESS_STEPS, Faithfulness, deletion_insertion
 from .inference import forward
 from .layers import LayerInfo, LayerTable, clip_text
 from .models import (
@@ -70,6 +71,9 @@ __all__ = [
     "attribution_map",
     "baseline",
     "deconv_projection",
+    "deletion_insertion",
+    "Faithfulness",
+    "MAX_FAITHFULNESS_STEPS",
     "lrp_problem",
     "perturbations",
     "saliency",

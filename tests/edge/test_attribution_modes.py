@@ -113,6 +113,21 @@ def capped():
     return shapes_service(Limits(max_perturbations=1000))
 
 
+@pytest.mark.parametrize("mode, fields", [("saliency", {"method": "deeplift"}), ("gradcam", {})])
+def test_faithfulness_curves(svc, image, mode, fields):
+    data, _ = image
+    reply = ask(svc, data=data, mode=mode, faithfulness="true", faithfulness_steps="4", **fields)
+    assert reply.status == 200, reply.body
+    entry = json.loads(reply.body)[mode]
+    f = entry["faithfulness"]
+    assert len(f["deletion"]) == len(f["insertion"]) == 5
+    assert 0 <= f["deletion_auc"] <= 1 and 0 <= f["insertion_auc"] <= 1
+    # the first deletion point and the last insertion point are the input itself
+    assert f["deletion"][0] == pytest.approx(entry["score"], abs=1e-5) == f["insertion"][-1]
+    assert f["deletion_auc"] < f["insertion_auc"]  # a trained model's maps of a clear shape
+    assert "faithfulness" not in json.loads(ask(svc, data=data, mode=mode, **fields).body)[mode]
+
+
 def test_lrp_refuses_a_model_captum_has_no_rule_for(image):
     class WithGELU(Tiny):
         def __init__(self) -> None:
@@ -163,7 +178,9 @@ def test_explain_adds_gradcam_and_format_png_gives_the_overlay(svc, image):
         ({"mode": "classify", "samples": "4"}, "'samples' is used by mode saliency; add it to mode"),
         ({"mode": "saliency", "window": "0"}, r"'window' must be a number in 0\.01\.\.1\.0"),
         ({"mode": "saliency", "stride": "2"}, r"'stride' must be a number in 0\.1\.\.1\.0"),
+        ({"mode": "gradcam", "faithfulness_steps": "65"}, r"'faithfulness_steps' must be a whole number in 1\.\.64"),
         ({"mode": "gradcam", "window": "0.5"}, "'window' is used by mode saliency; add it to mode"),
+        ({"mode": "classify", "faithfulness": "true"}, "'faithfulness' is used by mode gradcam and saliency"),
     ],
 )
 def test_bad_attribution_options(svc, image, fields, match):

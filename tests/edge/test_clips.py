@@ -64,6 +64,17 @@ def test_saliency_and_describe_of_a_clip(svc):
     assert out["describe"]["modality"] == "video" and out["describe"]["input_shape"] == [3, 2, 2, 3]
 
 
+def test_occlusion_of_a_clip_and_its_faithfulness(svc):
+    # black is 0 here (mean 0, std 1): the drops of tests/core/test_attributions.py, the same in both frames
+    [reply] = svc.handle([{"data": CLIP, "mode": "saliency", "method": "occlusion", "window": "0.5", "raw": "true",
+                           "target": "0", "faithfulness": "true", "faithfulness_steps": "3"}])  # fmt: skip
+    entry = json.loads(reply.body)["saliency"]
+    assert raw_array(entry["raw"]).tolist() == [[[0.75, 3.0, 2.25], [3.0, 7.5, 4.5]]] * 2
+    assert entry["signed"] and "animation" in entry
+    f = entry["faithfulness"]
+    assert len(f["deletion"]) == 4 and f["deletion"][0] == pytest.approx(entry["score"], abs=1e-5)
+
+
 def test_a_video_model_refuses_an_image_and_answers_the_modes_without_an_input():
     from cnnviz import build_model, torchvision_spec
 

@@ -7,7 +7,18 @@ import torch
 from cnnviz import CAM_METHODS
 
 from .base import BatchedMode
-from .shared import LAYER, METHOD, TARGET, attribution_entry, class_index, layer_of, pick_method
+from .shared import (
+    FAITHFULNESS,
+    FAITHFULNESS_STEPS,
+    LAYER,
+    METHOD,
+    TARGET,
+    attribution_entry,
+    class_index,
+    faithfulness_fields,
+    layer_of,
+    pick_method,
+)
 
 
 class GradCAMMode(BatchedMode):
@@ -17,6 +28,8 @@ class GradCAMMode(BatchedMode):
         METHOD.but(None, "gradcam"),
         TARGET,
         LAYER.but(None, "the last convolutional stage (the model's cam_layer)"),
+        FAITHFULNESS,
+        FAITHFULNESS_STEPS,
     )
     needs_input = True
     claims = {"method": tuple(CAM_METHODS)}
@@ -28,16 +41,17 @@ class GradCAMMode(BatchedMode):
         return values
 
     def group(self, values):
-        return (values["method"], values["layer"])
+        return (values["method"], values["layer"], values["faithfulness"], values["faithfulness_steps"])
 
     def run(self, served, x, values):
-        method, layer = self.group(values[0])
+        method, layer = values[0]["method"], values[0]["layer"]
         result = CAM_METHODS[method](served.model, layer)(x, torch.tensor([v["target"] for v in values]))
+        faith = faithfulness_fields(served, x, result.cams, result.targets, values)
         probs = result.logits.softmax(-1).cpu()
         return [
             (
                 attribution_entry(served, v, x[k], result.cams[k], int(result.targets[k]), probs[k],
-                                  method=method, layer=layer),
+                                  method=method, layer=layer, **faith[k]),
                 probs[k],
             )
             for k, v in enumerate(values)

@@ -18,10 +18,13 @@ from cnnviz import (
 from ..options import Option
 from .base import BatchedMode
 from .shared import (
+    FAITHFULNESS,
+    FAITHFULNESS_STEPS,
     METHOD,
     TARGET,
     attribution_entry,
     class_index,
+    faithfulness_fields,
     pick_method,
     targets_of,
 )
@@ -47,7 +50,8 @@ class SaliencyMode(BatchedMode):
         "input x gradient, guided backprop, deconvnet), DeepLift, SHAP, LRP, occlusion, feature ablation"
     )
     options = (
-        METHOD.but(None, "vanilla"), TARGET, SAMPLES, NOISE, IG_STEPS, BASELINE, WINDOW, STRIDE,
+        METHOD.but(None, "vanilla"), TARGET, SAMPLES, NOISE, IG_STEPS, BASELINE, WINDOW, STRIDE, FAITHFULNESS,
+        FAITHFULNESS_STEPS,
     )  # fmt: skip
     needs_input = True
     claims = {"method": SALIENCY_METHODS}
@@ -60,7 +64,8 @@ class SaliencyMode(BatchedMode):
         return values
 
     def group(self, values):
-        keys = ("method", "samples", "noise", "ig_steps", "baseline", "window", "stride")
+        keys = ("method", "samples", "noise", "ig_steps", "baseline", "window", "stride", "faithfulness",
+                "faithfulness_steps")  # fmt: skip
         return tuple(values[k] for k in keys)
 
     def run(self, served, x, values):
@@ -76,10 +81,11 @@ class SaliencyMode(BatchedMode):
             max_perturbations=served.limits.max_perturbations,
         )  # fmt: skip
         maps = attribution_map(attributions, method)
+        faith = faithfulness_fields(served, x, maps, targets, values)
         probs = logits.softmax(-1).cpu()
         signed = method in SIGNED_METHODS
         return [
-            (attribution_entry(served, v, x[k], maps[k], int(targets[k]), probs[k], signed=signed, method=method),
-             probs[k])
+            (attribution_entry(served, v, x[k], maps[k], int(targets[k]), probs[k], signed=signed, method=method,
+                               **faith[k]), probs[k])
             for k, v in enumerate(values)
         ]  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from cnnviz import InvalidOption, clip_text
+from cnnviz import MAX_FAITHFULNESS_STEPS, InvalidOption, baseline, clip_text, deletion_insertion
 
 from .. import render
 from ..animate import animation
@@ -30,6 +30,11 @@ METHOD = Option("method", "names", None, "the method of each attribution mode as
                 "gradcam, gradcam++, guided_gradcam; saliency: vanilla, smoothgrad, integrated_gradients, "
                 "guided_backprop, deconvnet, smoothgrad_sq, vargrad, input_x_gradient, deeplift, deepliftshap, "
                 "gradientshap, lrp, occlusion, feature_ablation; a comma list when both modes are asked")  # fmt: skip
+FAITHFULNESS = Option("faithfulness", "bool", False, "add the map's deletion and insertion curves (Petsiuk et al. "
+                      "2018): the target's probability as the pixels the map ranks first are deleted (to black), "
+                      "or inserted into a blurred input, and the area under each")  # fmt: skip
+FAITHFULNESS_STEPS = Option("faithfulness_steps", "int", 16, "faithfulness: points on each curve after the first "
+                            "(each costs a forward pass per curve)", 1, MAX_FAITHFULNESS_STEPS)  # fmt: skip
 
 
 def class_index(value: Any, labels: Sequence[str], name: str = "target") -> int:
@@ -89,6 +94,27 @@ def attribution_entry(
     if values["raw"]:
         entry["raw"] = render.npy_bytes(heat)
     return entry
+
+
+def faithfulness_fields(served: Served, x, maps, targets, values) -> list[dict[str, Any]]:
+    """Each row's ``faithfulness`` entry field (deletion and insertion curves of its map ``maps[k]``, with the
+    options of ``values[0]``: a batch shares them), or nothing where it was not asked."""
+    v0 = values[0]
+    if not v0["faithfulness"]:
+        return [{} for _ in values]
+    black = baseline("black", served.mean, served.std).to(x.device)
+    f = deletion_insertion(served.model, x, maps, targets, steps=v0["faithfulness_steps"], deleted=black[None])
+    return [
+        {
+            "faithfulness": {
+                "deletion": [round(float(p), 5) for p in f.deletion[k]],
+                "insertion": [round(float(p), 5) for p in f.insertion[k]],
+                "deletion_auc": round(float(f.deletion_auc[k]), 5),
+                "insertion_auc": round(float(f.insertion_auc[k]), 5),
+            }
+        }
+        for k in range(len(values))
+    ]
 
 
 def add_animation(entry: dict[str, Any], values, frames: torch.Tensor, served: Served) -> None:
