@@ -469,8 +469,12 @@ def test_parse_json_parses_and_reports():
     assert parse_json(deep_json(64)) == json.loads(deep_json(64))
     body = json.dumps({"data": "A" * 30_000_000, "mode": ["[" * 100]}).encode()  # a big image, brackets in text
     start = time.perf_counter()
+    json.loads(body)
+    plain = time.perf_counter() - start
+    start = time.perf_counter()
     assert parse_json(body)["mode"] == ["[" * 100]
-    assert time.perf_counter() - start < 1.0
+    # linear, a few passes in C: measured 5-7x json.loads alone (a fixed 1 s failed on a loaded CI machine)
+    assert time.perf_counter() - start < 12 * plain + 0.3
     with pytest.raises(InvalidInput, match="does not parse"):
         parse_json(b'{"mode": ')
     with pytest.raises(InvalidInput, match="does not parse"):
