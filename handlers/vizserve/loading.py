@@ -73,10 +73,12 @@ def load_service(
     scheduler = job_scheduler(name, limits, cfg.get("job_dir")) if jobs else None
     service = VizService(model, spec, device=device, name=name, limits=limits, jobs=scheduler)
     if jobs:
-        job_threads, request_threads = split_threads(limits)
+        cores = torch.get_num_threads()
+        job_threads, request_threads = split_threads(limits, cores)
         torch.set_num_threads(job_threads)  # measured as the job thread will run
         try:
             service.calibrate()
         finally:
             torch.set_num_threads(request_threads)  # this (the request) thread, from now on
+        service.request_threads = (cores, request_threads)  # every core while no job runs
     return service

@@ -136,3 +136,22 @@ def test_describe_answers_the_spec_and_every_mode_with_its_options():
         "classes, best first", "min": 1, "max": 1000, "default_text": "5 (or the class count)"}]  # fmt: skip
     assert {o["name"]: o["default"] for o in modes["actmax"]["options"]}["size"] == 3
     assert modes["filters"]["needs_input"] is False and modes["gradcam"]["needs_input"] is True
+
+
+def test_requests_take_every_core_while_no_job_runs_and_their_share_while_one_does():
+    class Jobs:
+        running = 0
+
+        def active(self):
+            return self.running
+
+    before = torch.get_num_threads()
+    svc = tiny_service()
+    svc.jobs, svc.request_threads = Jobs(), (3, 1)
+    try:
+        for running, threads in ((0, 3), (1, 1), (0, 3)):
+            svc.jobs.running = running
+            [reply] = svc.handle([{"data": jpeg()}])
+            assert reply.status == 200 and torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
