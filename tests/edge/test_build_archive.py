@@ -28,7 +28,8 @@ def test_unknown_weights_entry_is_a_usage_error(capsys):
 
 
 def test_a_batch_delay_of_zero_is_refused_with_why(capsys):
-    """TorchServe 0.12 reads maxBatchDelay 0 as unset and waits its default 100 ms (measured: a lone classify 132 ms)."""
+    """TorchServe 0.12 reads maxBatchDelay 0 as unset and waits its default 100 ms (measured: a lone classify
+    132 ms)."""
     with pytest.raises(SystemExit) as stop:
         build_archive.main(["--max-batch-delay", "0", "alexnet"])
     err = capsys.readouterr().err
