@@ -7,7 +7,29 @@ and ``T, H, W`` for video, and the operations that allow it are written over ``x
 
 from .actmax import ActmaxResult, FeatureMatch, Objective, Optimization, Settings, Target, actmax, invert, shared_copy
 from .attributions import BASELINES, SALIENCY_METHODS, attribution_map, baseline, deconv_projection, saliency
-from .cam import CAM_METHODS, BaseCAM, CamResult, GradCAM, GradCAMPlusPlus, GuidedGradCAM, upsample
+from .cam import (
+    AUGMENTATIONS,
+    CAM_METHODS,
+    MAX_PASSES,
+    AblationCAM,
+    BaseCAM,
+    CamResult,
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    GuidedGradCAM,
+    HiResCAM,
+    LayerCAM,
+    LayerPass,
+    PerturbationCAM,
+    ScoreCAM,
+    XGradCAM,
+    first_component,
+    upsample,
+)
 from .capture import LayerHooks, capture_outputs, restore_mode
 from .errors import InputTooLarge, InvalidInput, InvalidOption, OverBudget, TooManyJobs, UnknownLayer, VizError
 from .inference import forward
@@ -50,12 +72,26 @@ __all__ = [
     "shared_copy",
     "BASELINES",
     "SALIENCY_METHODS",
+    "AUGMENTATIONS",
     "CAM_METHODS",
+    "MAX_PASSES",
+    "AblationCAM",
     "BaseCAM",
     "CamResult",
+    "EigenCAM",
+    "EigenGradCAM",
+    "FullGrad",
     "GradCAM",
+    "GradCAMElementWise",
     "GradCAMPlusPlus",
     "GuidedGradCAM",
+    "HiResCAM",
+    "LayerCAM",
+    "LayerPass",
+    "PerturbationCAM",
+    "ScoreCAM",
+    "XGradCAM",
+    "first_component",
     "attribution_map",
     "baseline",
     "deconv_projection",
