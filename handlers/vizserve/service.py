@@ -276,6 +276,10 @@ class VizService:
             try:
                 x = torch.stack([jobs[i][1] for i in members]).to(self.served.device, non_blocking=True)
                 entries = MODES[name].run(self.served, x, [jobs[i][0].values[name] for i in members])
+            except VizError as err:  # a cap only the batch can check (Score-CAM's time budget)
+                for i in members:
+                    replies[i] = Reply.error(err)
+                continue
             except Exception:
                 log.exception("%s failed for requests %s", name, members)
                 for i in members:

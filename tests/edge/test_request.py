@@ -128,7 +128,8 @@ def test_every_option_is_declared_once_and_means_one_thing():
         "method", "target", "layer", "channel", "samples", "noise", "ig_steps", "baseline",
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
         "transforms", "job", "precision", "steps", "time_jitter", "tv_time", "frames", "start", "clip", "t",
-        "class_score", "robustness", "copies", "direction", "images", "diversity", "diversity_layer",
+        "class_score", "robustness", "copies", "direction", "images", "diversity", "diversity_layer", "aug_smooth",
+        "eigen_smooth",
     }  # fmt: skip
     for name, users in options.items():
         kinds = {(o.kind, o.lo, o.hi, o.choices, o.help) for _, o in users}

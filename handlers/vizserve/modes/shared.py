@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from cnnviz import InvalidOption, clip_text
+from cnnviz import CAM_METHODS, SALIENCY_METHODS, InvalidOption, clip_text
 
 from .. import render
 from ..animate import animation
@@ -26,9 +26,9 @@ CHANNEL = Option("channel", "text", None, "which channels of 'layer' (actmax: th
                  "without 'layer' classes by index or label (tabby,goldfish); each target may be terms joined by + "
                  "and -, weighted: 3+7, 0.5*3-1*7, -features.8:12 (LAYER:CHANNEL: another layer), "
                  "tabby-goldfish")  # fmt: skip
-METHOD = Option("method", "names", None, "the method of each attribution mode asked", allowed_text="gradcam: "
-                "gradcam, gradcam++, guided_gradcam; saliency: vanilla, smoothgrad, integrated_gradients, "
-                "guided_backprop, deconvnet; a comma list when both modes are asked")  # fmt: skip
+METHOD = Option("method", "names", None, "the method of each attribution mode asked", allowed_text=f"gradcam: "
+                f"{', '.join(CAM_METHODS)}; saliency: {', '.join(SALIENCY_METHODS)}; a comma list when both modes "
+                "are asked")  # fmt: skip
 
 
 def class_index(value: Any, labels: Sequence[str], name: str = "target") -> int:
