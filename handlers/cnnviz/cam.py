@@ -84,6 +84,9 @@ _EPS = 1e-7
 AUGMENTATIONS = tuple((flip, f) for flip in (False, True) for f in (0.9, 1.0, 1.1))
 #: Masked or ablated forward passes one call of Score-CAM or Ablation-CAM may run (rows x channels), by default.
 MAX_PASSES = 2048
+# Ablation-CAM's copies of the layer's output in one batch, in elements (64 MiB of float32): ResNet18's layer4 (25,088
+# elements a copy) ablates all 512 channels in one pass of the layers above, after one of the layers below.
+_ABLATION_ELEMENTS = 2**24
 
 
 @dataclass
@@ -339,10 +342,13 @@ class PerturbationCAM(BaseCAM):
     def weighted(self, p):
         return _spread(self.channel_scores(p), p.activations)
 
-    def sweep(self, p: LayerPass, scores: Callable[[int, int, int], torch.Tensor]) -> torch.Tensor:
+    def sweep(
+        self, p: LayerPass, scores: Callable[[int, int, int], torch.Tensor], batch: int | None = None
+    ) -> torch.Tensor:
         """``scores(row, lo, hi)`` (the target's scores ``[hi - lo]`` with channels ``lo:hi`` perturbed) for every row
-        and channel, in batches, within the caps: ``[N, C]``."""
+        and channel, ``batch`` channels at a time (default :attr:`batch_size`), within the caps: ``[N, C]``."""
         n, c = p.activations.shape[:2]
+        batch = batch or self.batch_size
         total = n * c
         name = type(self).__name__
         if total > self.max_passes:
@@ -353,9 +359,9 @@ class PerturbationCAM(BaseCAM):
         out = torch.empty(n, c, device=p.activations.device)
         started, done = time.monotonic(), 0
         for row in range(n):
-            for lo in range(0, c, self.batch_size):
+            for lo in range(0, c, batch):
                 self._pace(started, done, total, n, c)
-                hi = min(c, lo + self.batch_size)
+                hi = min(c, lo + batch)
                 out[row, lo:hi] = scores(row, lo, hi)
                 done += hi - lo
         return out
@@ -411,9 +417,10 @@ class AblationCAM(PerturbationCAM):
 
     Departures: divided by ``|y_t|`` (the paper's ``y_t`` where it is positive) so that a channel whose removal
     lowers the score counts for the class also for a target with a negative logit. The layers below run once per
-    batch of ablations and the layer's output is repeated with one channel zeroed per row; where the layers above
-    cannot take a batch larger than the input's (they combine the layer's output with an earlier tensor), the
-    input is repeated instead. Costs ``C`` passes of the layers above a row (capped, see
+    batch of ablations (as many copies of the layer's output as fit in :data:`_ABLATION_ELEMENTS`, at least
+    :attr:`batch_size`), each copy with one channel zeroed; where the layers above cannot take a batch larger than
+    the input's (they combine the layer's output with an earlier tensor), the input is repeated instead,
+    :attr:`batch_size` at a time. Costs ``C`` passes of the layers above a row (capped, see
     :class:`PerturbationCAM`).
     """
 
@@ -423,22 +430,28 @@ class AblationCAM(PerturbationCAM):
         repeat = [False]  # the layers above took a larger batch than the input's, until they do not
 
         def scores(row, lo, hi):
-            k = hi - lo
-            ablated = a[row].expand(k, *a.shape[1:]).clone()
-            ablated[torch.arange(k), torch.arange(lo, hi)] = 0
-            with LayerHooks(model, [self.layer], keep="shape", edit=lambda _name, _out: ablated) as hooks:
+            ablated = a[row].expand(hi - lo, *a.shape[1:]).clone()
+            ablated[torch.arange(hi - lo), torch.arange(lo, hi)] = 0
+            edit = {"now": ablated}
+            with LayerHooks(model, [self.layer], keep="shape", edit=lambda _name, _out: edit["now"]) as hooks:
                 if not repeat[0]:
                     try:
                         logits = hooks.run(p.x[row : row + 1])
-                        if logits is not None and logits.shape[0] == k:
+                        if logits is not None and logits.shape[0] == hi - lo:
                             return logits[:, p.targets[row]]
                     except RuntimeError:
                         pass
                     repeat[0] = True
-                return hooks.run(p.x[row : row + 1].expand(k, *p.x.shape[1:]))[:, p.targets[row]]
+                out = []
+                for part in ablated.split(self.batch_size):  # the whole network runs on each copy: smaller batches
+                    edit["now"] = part
+                    out.append(hooks.run(p.x[row : row + 1].expand(len(part), *p.x.shape[1:]))[:, p.targets[row]])
+                return torch.cat(out)
 
+        per_copy = a[0].numel()
+        batch = max(self.batch_size, min(a.shape[1], _ABLATION_ELEMENTS // max(1, per_copy)))
         with restore_mode(model, train=False), torch.no_grad():
-            dropped = self.sweep(p, scores)
+            dropped = self.sweep(p, scores, batch)
         return (y[:, None] - dropped) / y.abs().clamp_min(_EPS)[:, None]
 
 

@@ -168,6 +168,11 @@ def test_ablation_repeats_the_input_where_the_layers_above_cannot_take_a_larger_
     x[1, 0] = x[1, 0].flip(-1)
     plain = AblationCAM(Tiny(), "features.0")(x, torch.tensor([0, 0])).cams
     assert AblationCAM(CatTiny(), "features.0")(x, torch.tensor([0, 0])).cams.tolist() == plain.tolist()
+
+    class OneAtATime(AblationCAM):  # both channels in one batch above the layer, but one at a time when repeating
+        batch_size = 1
+
+    assert OneAtATime(CatTiny(), "features.0")(x, torch.tensor([0, 0])).cams.tolist() == plain.tolist()
     # Tiny: channel 0 zeroed leaves 0, w0 = 1 and the map is A0 (w1 = 0: channel 1 is below 0, ReLU'd anyway)
     assert plain[0].tolist() == row([11.0, 15.0])
 
