@@ -318,13 +318,13 @@ class EigenGradCAM(BaseCAM):
 
 
 class PerturbationCAM(BaseCAM):
-    """Base of Score-CAM and Ablation-CAM: one weight per channel from a forward pass per channel and row, run
-    :attr:`batch_size` at a time without autograd.
+    """Base of Score-CAM and Ablation-CAM: one weight per channel from a forward pass per channel and row, run in
+    batches (:attr:`batch_size`; Ablation-CAM's are larger) without autograd.
 
     Args:
         max_passes: a call whose rows x channels is over this raises :class:`~cnnviz.InputTooLarge` before any
             pass (aug_smooth's copies are rows).
-        deadline: a ``time.monotonic()`` time; after each batch, a call whose passes so far say it would end later
+        deadline: a ``time.monotonic()`` time; before each batch, a call whose passes so far say it would end later
             raises :class:`~cnnviz.OverBudget` (``None``: no limit).
     """
 
