@@ -88,7 +88,8 @@ def main() -> int:
         "--mode", default="classify", help="comma list: classify featuremaps filters layers gradcam saliency deconv"
     )
     p.add_argument(
-        "--method", help="gradcam, gradcam++, guided_gradcam; vanilla, smoothgrad, integrated_gradients, ..."
+        "--method",
+        help="gradcam, gradcam++, hirescam, scorecam, ... (mode=describe lists them); vanilla, smoothgrad, ...",
     )
     p.add_argument("--target", help="class index or label for gradcam and saliency (default: the top-1 class)")
     p.add_argument("--layer", help="one layer for gradcam and deconv")

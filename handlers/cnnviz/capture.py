@@ -6,7 +6,7 @@ layer table, activation maximization, inversion); nothing else registers a forwa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -46,6 +46,8 @@ class LayerHooks:
             downstream (AlexNet's and VGG's ``ReLU(inplace=True)``) never changes what was recorded.
         stop: stop the pass (``run`` returns ``None``) as soon as every named module has run once, so that the
             layers above are not computed (activation maximization of inner layers).
+        edit: ``(name, output) -> tensor`` that the rest of the network gets instead of a named module's output
+            (Ablation-CAM's copies with one channel zeroed, a batch of its own); what is kept is the output itself.
 
     Attributes:
         outputs: ``name -> tensor`` of the last pass (a module called several times keeps its last output).
@@ -55,11 +57,20 @@ class LayerHooks:
             the very tensor the previous call returned (containers, in-place activations, dropout at eval).
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str], *, keep: str = "copy", stop: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        *,
+        keep: str = "copy",
+        stop: bool = False,
+        edit: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         if keep not in ("copy", "graph", "shape"):
             raise ValueError(f"keep must be 'copy', 'graph' or 'shape', got {keep!r}")
         modules = dict(model.named_modules())
         self.model, self.names, self.keep, self.stop = model, list(dict.fromkeys(names)), keep, stop
+        self.edit = edit
         self._modules = [modules[n] for n in self.names]
         self.outputs: dict[str, torch.Tensor] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -74,11 +85,12 @@ class LayerHooks:
             self.events.append((name, tuple(output.shape[1:]), output is self._previous))
             self._previous = output
             self.shapes[name] = tuple(output.shape[1:])
-            if self.keep == "shape":
-                return None
-            self.outputs[name] = output if self.keep == "graph" else output.detach().clone()
-            if self.stop and len(self.outputs) == len(self.names):
-                raise _Stop
+            if self.keep != "shape":
+                self.outputs[name] = output if self.keep == "graph" else output.detach().clone()
+                if self.stop and len(self.outputs) == len(self.names):
+                    raise _Stop
+            if self.edit is not None:
+                return self.edit(name, output)
             # The network continues on a copy only where it may change the tensor in place and we keep the tensor.
             return output.clone() if self.keep == "graph" else None
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnviz import LayerTable, ModelSpec
+from cnnviz import MAX_PASSES, LayerTable, ModelSpec
 
 __all__ = ["Limits", "Served", "bf16_is_fast", "smallest_input_side"]
 
@@ -33,6 +33,10 @@ class Limits:
     # seconds of compute (its steps' time, summed; in-process use without jobs: of wall time) and stops early with
     # what it has when the next step and the final encoding would not fit.
     max_busy_seconds: int = 90
+    # gradcam's Score-CAM and Ablation-CAM run a forward pass per channel of 'layer' and input (aug_smooth: 6 inputs
+    # an image): a request over this many is refused (413), a batch runs in parts of at most this many, and a part
+    # estimated past max_busy_seconds of the batch is stopped (422)
+    max_cam_passes: int = MAX_PASSES
     job_wall_seconds: int = 300  # a job's answer is ready at most this long after its submission
     max_jobs: int = 4  # jobs one worker holds at once; one more is answered 429
     job_keep_seconds: int = 600  # a finished job's answer is kept this long after it ends

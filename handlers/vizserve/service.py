@@ -290,7 +290,7 @@ class VizService:
             try:
                 x = torch.stack([jobs[i][1] for i in members]).to(self.served.device, non_blocking=True)
                 entries = MODES[name].run(self.served, x, [jobs[i][0].values[name] for i in members])
-            except VizError as err:  # refused on seeing the inputs (too many patches): the group shares the cause
+            except VizError as err:  # a cap only the batch can check (patches, CAM passes, time budget)
                 for i in members:
                     replies[i] = Reply.error(err)
                 continue

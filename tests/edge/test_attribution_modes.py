@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnviz import SALIENCY_METHODS, SIGNED_METHODS
+from cnnviz import CAM_METHODS, SALIENCY_METHODS, SIGNED_METHODS
 from tests.images import raw_array, shape_png
 from tests.services import shapes_service, tiny_service
 from tests.tiny import Tiny
+from vizserve import Limits
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -54,6 +55,63 @@ def test_gradcam_entry(svc, image):
     for key in ("image", "heatmap"):
         picture = Image.open(io.BytesIO(base64.b64decode(cam[key])))
         assert picture.mode == "RGB" and picture.size == (256, 256)  # 64 px enlarged 4x for display
+
+
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+def test_every_cam_method_answers_with_its_name(svc, image, method):
+    data, (x0, y0, x1, y1) = image
+    reply = ask(svc, data=data, mode="gradcam", method=method, raw="true")
+    assert reply.status == 200, reply.body
+    cam = json.loads(reply.body)["gradcam"]
+    assert (cam["method"], cam["label"]) == (method, "square")
+    assert cam["layer"] == (None if method == "fullgrad" else "features")  # FullGrad reads every layer
+    raw = raw_array(cam["raw"])
+    assert raw.shape == (64, 64) and cam["max"] == pytest.approx(float(raw.max()), rel=1e-6) and raw.max() > 0
+    y, x = np.unravel_index(raw.argmax(), raw.shape)
+    assert x0 - 4 <= x <= x1 + 4 and y0 - 4 <= y <= y1 + 4
+
+
+def test_smoothing_options_change_the_map(svc, image):
+    data, _ = image
+
+    def raw(**fields):
+        reply = ask(svc, data=data, mode="gradcam", method="layercam", raw="true", **fields)
+        assert reply.status == 200, reply.body
+        return raw_array(json.loads(reply.body)["gradcam"]["raw"])
+
+    plain, aug, eigen = raw(), raw(aug_smooth="true"), raw(eigen_smooth="true")
+    assert not np.allclose(plain, aug) and not np.allclose(plain, eigen)
+    assert np.array_equal(raw(aug_smooth="false", eigen_smooth="0"), plain)
+
+
+def test_perturbation_methods_over_the_cap_are_refused_and_batches_run_in_parts(image):
+    data, _ = image
+    svc = shapes_service(Limits(max_cam_passes=64))  # layer 'features' has 32 channels
+    [over] = svc.handle([{"data": data, "mode": "gradcam", "method": "scorecam", "aug_smooth": "true"}])
+    assert over.status == 413
+    assert json.loads(over.body)["message"] == (
+        "method=scorecam runs one forward pass per channel of 'layer': 32 channels of features x 6 aug_smooth "
+        "copies is 192 passes, over this server's cap of 64 (max_cam_passes); name a layer with fewer channels, "
+        "leave out aug_smooth, or use a gradient method such as gradcam"
+    )
+    [small] = svc.handle([{"data": data, "mode": "gradcam", "method": "ablationcam", "layer": "features.3"}])
+    assert small.status == 200, small.body  # features.3 has 24 channels
+    # three requests of 32 passes each: parts of two rows and one, each row as it is alone
+    asked = [{"data": data, "mode": "gradcam", "method": "scorecam", "target": t, "raw": "true"} for t in "012"]
+    batch = [raw_array(json.loads(r.body)["gradcam"]["raw"]) for r in svc.handle(asked)]
+    alone = [raw_array(json.loads(svc.handle([a])[0].body)["gradcam"]["raw"]) for a in asked]
+    for b, a in zip(batch, alone, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * float(a.max()))
+
+
+def test_a_perturbation_method_past_the_time_budget_is_refused(image):
+    svc = shapes_service(Limits(max_busy_seconds=0))
+    [reply] = svc.handle([{"data": image[0], "mode": "gradcam", "method": "scorecam"}])
+    body = json.loads(reply.body)
+    assert reply.status == 422 and body["type"] == "OverBudget" and body["budget_s"] == 0
+    assert body["message"].startswith("ScoreCAM runs one forward pass per channel and input (1 x 32 channels of "
+                                      "layer 'features': 32 passes); no time is left")  # fmt: skip
+    assert all(not m._forward_hooks for m in svc.model.modules())
 
 
 def test_each_request_in_a_batch_keeps_its_target_and_method(svc, image):
@@ -167,6 +225,8 @@ def test_explain_adds_gradcam_and_format_png_gives_the_overlay(svc, image):
         ({"mode": "gradcam", "target": "6"}, r"class index 0\.\.5"),
         ({"mode": "gradcam", "layer": "classifier"}, r"not \[C, H, W\]"),
         ({"mode": "gradcam", "layer": "features.__class__"}, "unknown layer"),
+        ({"mode": "gradcam", "aug_smooth": "maybe"}, "'aug_smooth' must be true or false"),
+        ({"mode": "saliency", "eigen_smooth": "1"}, "'eigen_smooth' is used by mode gradcam; add it to mode"),
         ({"mode": "saliency", "samples": "65"}, r"'samples' must be a whole number in 1\.\.64"),
         ({"mode": "saliency", "ig_steps": "0"}, r"'ig_steps' must be a whole number in 1\.\.128"),
         ({"mode": "saliency", "steps": "8"}, "'steps' is used by mode actmax and invert; add it to mode"),

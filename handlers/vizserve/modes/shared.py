@@ -9,7 +9,15 @@ from typing import Any
 
 import torch
 
-from cnnviz import MAX_FAITHFULNESS_STEPS, InvalidOption, baseline, clip_text, deletion_insertion
+from cnnviz import (
+    CAM_METHODS,
+    MAX_FAITHFULNESS_STEPS,
+    SALIENCY_METHODS,
+    InvalidOption,
+    baseline,
+    clip_text,
+    deletion_insertion,
+)
 
 from .. import render
 from ..animate import animation
@@ -26,10 +34,9 @@ CHANNEL = Option("channel", "text", None, "which channels of 'layer' (actmax: th
                  "without 'layer' classes by index or label (tabby,goldfish); each target may be terms joined by + "
                  "and -, weighted: 3+7, 0.5*3-1*7, -features.8:12 (LAYER:CHANNEL: another layer), "
                  "tabby-goldfish")  # fmt: skip
-METHOD = Option("method", "names", None, "the method of each attribution mode asked", allowed_text="gradcam: "
-                "gradcam, gradcam++, guided_gradcam; saliency: vanilla, smoothgrad, integrated_gradients, "
-                "guided_backprop, deconvnet, smoothgrad_sq, vargrad, input_x_gradient, deeplift, deepliftshap, "
-                "gradientshap, lrp, occlusion, feature_ablation; a comma list when both modes are asked")  # fmt: skip
+METHOD = Option("method", "names", None, "the method of each attribution mode asked", allowed_text=f"gradcam: "
+                f"{', '.join(CAM_METHODS)}; saliency: {', '.join(SALIENCY_METHODS)}; a comma list when both modes "
+                "are asked")  # fmt: skip
 FAITHFULNESS = Option("faithfulness", "bool", False, "add the map's deletion and insertion curves (Petsiuk et al. "
                       "2018): the target's probability as the pixels the map ranks first are deleted (to black), "
                       "or inserted into a blurred input, and the area under each")  # fmt: skip
