@@ -33,8 +33,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -53,7 +53,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
 from cnnviz import imagenet_weights, random_state_dict  # noqa: E402
 from scripts.local_torchserve import BIN, Server, local_torchserve  # noqa: E402
-from scripts.timing import ok_200  # noqa: E402
+from scripts.timing import interleaved, ok_200  # noqa: E402
 
 IMAGE = ROOT / "docs" / "grace_hopper.jpg"
 STOCK, STOCK1, STOCK_BATCHED, OURS = "stock default", "stock default, 1 worker", "stock, our batching", "ours"
@@ -114,25 +114,6 @@ def applied(server: Server) -> dict:
     return out
 
 
-def blocks(variants: dict, requests: int, block: int, seed: int = 0) -> dict[str, list[float]]:
-    """Milliseconds of ``requests`` timed requests per variant, in blocks of ``block`` consecutive ones (after 3
-    untimed), the blocks of all variants in a shuffled order each round."""
-    rng = random.Random(seed)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    while any(len(v) < requests for v in times.values()):
-        order = list(variants)
-        rng.shuffle(order)
-        for name in order:
-            for i in range(3 + block):
-                t0 = time.perf_counter()
-                r = variants[name]()
-                ms = (time.perf_counter() - t0) * 1000
-                ok_200(name, r)
-                if i >= 3 and len(times[name]) < requests:
-                    times[name].append(ms)
-    return times
-
-
 def throughput(send, clients: int, seconds: float) -> float:
     """Requests/s that ``clients`` threads sending back to back complete in ``seconds`` (each with its own
     connection); every answer must be a 200."""
@@ -190,7 +171,7 @@ def main() -> None:
                 return call
 
             session = requests.Session()
-            lone = blocks(
+            lone = interleaved(
                 {
                     STOCK: lambda: send(STOCK, image)(session),
                     STOCK1: lambda: send(STOCK1, image)(session),
@@ -198,11 +179,12 @@ def main() -> None:
                     OURS: lambda: send(OURS, image)(session),
                     "ours, classify+featuremaps": lambda: send(OURS, image, "featuremaps")(session),
                 },
-                args.rounds, args.block,
+                math.ceil(args.rounds / args.block), block=args.block, settle=3, check=ok_200,
             )  # fmt: skip
-            large = blocks(
+            big_block = min(args.block, 10)
+            large = interleaved(
                 {v: (lambda v=v: send(v, big)(session)) for v in (STOCK, STOCK1, OURS)},
-                args.big_rounds, min(args.block, 10),
+                math.ceil(args.big_rounds / big_block), block=big_block, settle=3, check=ok_200,
             )  # fmt: skip
             rates: dict[str, list[float]] = {v: [] for v in (STOCK, STOCK1, STOCK_BATCHED, OURS)}
             for r in range(args.repeats):

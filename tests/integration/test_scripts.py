@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from scripts.local_torchserve import ROOT, WORKER_PORT_SPAN, derived_config, local_torchserve, worker_ports
+from scripts.timing import interleaved
 
 
 @pytest.fixture
@@ -148,3 +149,14 @@ def test_a_second_server_beside_the_first_uses_its_own_sockets(server, tmp_path)
         assert r.status_code == 200
     assert {m: server.worker_pids(m) for m in first} == first  # the first server's workers were left alone
     assert server.post("shapes_viz", data={"mode": "layers"}).status_code == 200
+
+
+def test_interleaved_blocks_time_only_after_settling_and_keep_each_block_together():
+    calls: list[str] = []
+    variants = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    times = interleaved(variants, rounds=2, warmup=1, block=3, settle=2)
+    assert {name: len(ms) for name, ms in times.items()} == {"a": 6, "b": 6, "c": 6}  # 2 rounds x 3, warm-up untimed
+    assert len(calls) == 3 * 3 * 5  # 3 rounds (1 warm-up) x 3 variants x (2 settling + 3 timed)
+    runs = [calls[i : i + 5] for i in range(0, len(calls), 5)]
+    assert all(len(set(run)) == 1 for run in runs)  # a variant's calls follow each other
+    assert {name: len(ms) for name, ms in interleaved(variants, rounds=4).items()} == {"a": 4, "b": 4, "c": 4}
