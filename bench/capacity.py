@@ -56,11 +56,19 @@ def service(arch: str) -> VizService:
                       limits=limits)  # fmt: skip
 
 
+class Refused(Exception):
+    """A request answered with another status than 200 (a method the model cannot take: LRP on ResNet)."""
+
+
 def one(svc: VizService, fields: dict, image: bytes) -> dict:
     """One request, answered in the calling thread (a service without a job scheduler runs optimizations inline)."""
     [reply] = svc.handle([{**fields, "data": image}])
     if reply.status != 200:
-        raise SystemExit(f"{fields}: HTTP {reply.status}: {reply.body[:300]!r}")
+        try:
+            message = json.loads(reply.body)["message"]
+        except (ValueError, KeyError, TypeError):
+            message = repr(reply.body[:300])
+        raise Refused(f"{reply.status}: {message}")
     return json.loads(reply.body)
 
 
@@ -88,7 +96,7 @@ def measure(svc: VizService, fields: dict, image: bytes, rounds: int) -> tuple[f
         with counter:
             one(svc, probe, image)
         counted: float | None = float(counter.get_total_flops())
-    except SystemExit:  # guided backprop's ReLU hooks and the counter's module hooks do not mix (a 500 under it)
+    except Refused:  # guided backprop's ReLU hooks and the counter's module hooks do not mix (a 500 under it)
         counted = None
     ms = []
     for _ in range(1 if optimization else rounds):
@@ -114,7 +122,7 @@ def main() -> None:
         for name, fields in REQUESTS:
             try:
                 ms, flops, steps = measure(svc, fields, image, args.rounds)
-            except SystemExit as refused:  # a method the model cannot take (LRP on ResNet's shared ReLU)
+            except Refused as refused:  # a method the model cannot take (LRP on ResNet's shared ReLU)
                 rows.append({"model": arch, "request": name, "refused": str(refused)[:200]})
                 print(json.dumps(rows[-1]), flush=True)
                 continue
@@ -126,12 +134,30 @@ def main() -> None:
            "image": IMAGE.name, "rows": rows}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
-    print("| model | request | ms on one core | requests/s per core | GFLOP |\n|---|---|---|---|---|")
-    for r in rows:
+    print(table(rows, args.models))
+
+
+def table(rows: list[dict], models: list[str]) -> str:
+    """The README's table: a row per request, for each model its time on one core (requests/s) and GFLOP."""
+
+    def cells(r: dict | None) -> str:
+        if r is None:
+            return "- | -"
         if "refused" in r:
-            print(f"| {r['model']} | {r['request']} | refused: {r['refused'][:80]} | | |")
-            continue
-        print(f"| {r['model']} | {r['request']} | {r['ms_one_core']} | {r['requests_per_s_per_core']} | {r['gflop']} |")
+            return f"refused: {r['refused'][:100]} | -"
+        ms = r["ms_one_core"]
+        t = f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
+        gflop = "-" if r["gflop"] is None else f"{r['gflop']:g}"
+        return f"{t} ({r['requests_per_s_per_core']:g}/s) | {gflop}"
+
+    by_request: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_request.setdefault(r["request"], {})[r["model"]] = r
+    head = "| request | " + " | ".join(f"{m}: time on one core (requests/s) | GFLOP" for m in models) + " |"
+    lines = [head, "|---" * (1 + 2 * len(models)) + "|"]
+    for name, by_model in by_request.items():
+        lines.append(f"| {name} | " + " | ".join(cells(by_model.get(m)) for m in models) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
