@@ -144,7 +144,7 @@ def table(rows: list[dict], models: list[str]) -> str:
         if r is None:
             return "- | -"
         if "refused" in r:
-            return f"refused: {r['refused'][:100]} | -"
+            return f"refused: {r['refused']} | -"
         ms = r["ms_one_core"]
         t = f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
         gflop = "-" if r["gflop"] is None else f"{r['gflop']:g}"
