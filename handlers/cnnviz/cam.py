@@ -343,27 +343,33 @@ class PerturbationCAM(BaseCAM):
         return _spread(self.channel_scores(p), p.activations)
 
     def sweep(
-        self, p: LayerPass, scores: Callable[[int, int, int], torch.Tensor], batch: int | None = None
+        self, p: LayerPass, scores: Callable[[int, torch.Tensor], torch.Tensor], batch: int | None = None
     ) -> torch.Tensor:
-        """``scores(row, lo, hi)`` (the target's scores ``[hi - lo]`` with channels ``lo:hi`` perturbed) for every row
-        and channel, ``batch`` channels at a time (default :attr:`batch_size`), within the caps: ``[N, C]``."""
+        """``scores(row, channels)`` (the target's scores ``[k]``, one per channel of ``channels [k]`` perturbed
+        alone) for every row and channel, ``batch`` channels at a time (default :attr:`batch_size`), within the
+        caps: ``[N, C]``.
+
+        A channel that is zero everywhere scores 0 without a pass: masking the input by it (Score-CAM) leaves the
+        all-zero input, whose score is the baseline's, and zeroing it (Ablation-CAM) changes nothing. After a ReLU
+        such channels are common; pytorch-grad-cam runs them anyway.
+        """
         n, c = p.activations.shape[:2]
         batch = batch or self.batch_size
-        total = n * c
         name = type(self).__name__
-        if total > self.max_passes:
+        if n * c > self.max_passes:  # the cap counts every channel: it is known before any pass
             raise InputTooLarge(
                 f"{name} runs one forward pass per channel and input: {n} inputs x {c} channels of layer "
-                f"{self.layer!r} is {total} passes, over the cap of {self.max_passes}"
+                f"{self.layer!r} is {n * c} passes, over the cap of {self.max_passes}"
             )
-        out = torch.empty(n, c, device=p.activations.device)
+        live = p.activations.flatten(2).ne(0).any(2).cpu()  # [N, C]
+        total = int(live.sum())
+        out = torch.zeros(n, c, device=p.activations.device)
         started, done = time.monotonic(), 0
         for row in range(n):
-            for lo in range(0, c, batch):
+            for part in live[row].nonzero()[:, 0].split(batch):
                 self._pace(started, done, total, n, c)
-                hi = min(c, lo + batch)
-                out[row, lo:hi] = scores(row, lo, hi)
-                done += hi - lo
+                out[row, part] = scores(row, part.to(p.activations.device))
+                done += len(part)
         return out
 
     def _pace(self, started: float, done: int, total: int, n: int, c: int) -> None:
@@ -401,10 +407,10 @@ class ScoreCAM(PerturbationCAM):
         with restore_mode(model, train=False), torch.no_grad():
             baseline = model(torch.zeros_like(x[:1]))[0]
 
-            def scores(row, lo, hi):
-                masks = upsample(a[row, lo:hi], x.shape[2:]).flatten(1)
+            def scores(row, channels):
+                masks = upsample(a[row, channels], x.shape[2:]).flatten(1)
                 low, high = masks.amin(1, keepdim=True), masks.amax(1, keepdim=True)
-                masks = ((masks - low) / (high - low + 1e-8)).view(hi - lo, *x.shape[2:])
+                masks = ((masks - low) / (high - low + 1e-8)).view(len(channels), *x.shape[2:])
                 t = p.targets[row]
                 return model(x[row] * masks[:, None])[:, t] - baseline[t]
 
@@ -429,15 +435,16 @@ class AblationCAM(PerturbationCAM):
         y = p.logits.gather(1, p.targets[:, None])[:, 0]
         repeat = [False]  # the layers above took a larger batch than the input's, until they do not
 
-        def scores(row, lo, hi):
-            ablated = a[row].expand(hi - lo, *a.shape[1:]).clone()
-            ablated[torch.arange(hi - lo), torch.arange(lo, hi)] = 0
+        def scores(row, channels):
+            k = len(channels)
+            ablated = a[row].expand(k, *a.shape[1:]).clone()
+            ablated[torch.arange(k), channels] = 0
             edit = {"now": ablated}
             with LayerHooks(model, [self.layer], keep="shape", edit=lambda _name, _out: edit["now"]) as hooks:
                 if not repeat[0]:
                     try:
                         logits = hooks.run(p.x[row : row + 1])
-                        if logits is not None and logits.shape[0] == hi - lo:
+                        if logits is not None and logits.shape[0] == k:
                             return logits[:, p.targets[row]]
                     except RuntimeError:
                         pass

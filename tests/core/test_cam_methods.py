@@ -146,6 +146,34 @@ def test_ablationcam_by_hand():
     assert AblationCAM(model, "features.0")(tiny_input(), T2).cams.abs().max().item() == 0.0
 
 
+def rows_through(module):
+    """A list that collects the batch size of every forward pass of ``module`` (with the hook to remove)."""
+    seen = []
+    return seen, module.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+
+
+def test_a_channel_that_is_zero_everywhere_costs_no_pass():
+    # Tiny with conv channel 1 zeroed (weights and bias): A1 = [0, 0]. Score-CAM as by hand above: w0 = 9 - 2 = 7,
+    # cam = 7 [11, 15]; channel 1 is not run (its score is the baseline's: 0). Passes: the capture (1 row), the
+    # baseline (1 row) and channel 0 (1 row), not a batch of both channels.
+    model = Tiny()
+    with torch.no_grad():
+        model.fc.bias[0] = 2.0
+        model.features[0].weight[1] = 0.0
+        model.features[0].bias[1] = 0.0
+    seen, hook = rows_through(model)
+    result = ScoreCAM(model, "features.0")(tiny_input(), T0)
+    hook.remove()
+    close(result.cams[0], row([77.0, 105.0]), rtol=1e-6)
+    assert seen == [1, 1, 1]
+    # Ablation-CAM: zeroing channel 1 changes nothing, so it is not run either: the capture and one ablation pass
+    # (counted at the classifier: the layers below run once, the edited layer's output has a row per ablation).
+    seen, hook = rows_through(model.fc)
+    AblationCAM(model, "features.0")(tiny_input(), T0)
+    hook.remove()
+    assert seen == [1, 1]
+
+
 class CatTiny(Tiny):
     """Tiny whose classifier also reads the input's mean (with weight 0): the layers above features.0 combine its
     output with a tensor from below it, so they cannot take a batch larger than the input's."""
