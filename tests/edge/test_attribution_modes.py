@@ -403,3 +403,20 @@ def test_bad_picture_options(svc, image, fields, match):
     reply = ask(svc, data=image[0], **fields)
     body = json.loads(reply.body)
     assert reply.status == 400 and body["type"] == "InvalidOption" and re.search(match, body["message"]), body
+
+
+def test_titles_say_which_channels_and_filters_are_shown(svc, image):
+    out = json.loads(ask(svc, data=image[0], mode="featuremaps,filters", layers="features.8", channels="8").body)
+    [fm], [filters] = out["featuremaps"], out["filters"]
+    for entry, title in (
+        (fm, "shapes features.8 feature maps [32, 16, 16], channels 0-7 of 32 shown"),
+        (filters, "shapes features.8 filters [32, 32, 3, 3]: rows out, columns in, blue < 0 < red; rows 0-7 of 32, "
+                  "columns 0-7 of 32 shown"),
+    ):  # fmt: skip
+        picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(entry["image"]))))
+        band = render._title_band(title, picture.shape[1], picture.ndim == 3)
+        assert np.array_equal(picture[: band.shape[0]], band), title
+    every = json.loads(ask(svc, data=image[0], mode="featuremaps", layers="features.8", channels="all").body)
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(every["featuremaps"][0]["image"]))))
+    band = render._title_band("shapes features.8 feature maps [32, 16, 16], all 32 channels", picture.shape[1], False)
+    assert np.array_equal(picture[: band.shape[0]], band)

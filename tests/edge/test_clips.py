@@ -41,7 +41,7 @@ def test_classify_featuremaps_and_gradcam_of_a_clip(svc):
     raw = raw_array(fm["raw"])
     assert raw.tolist() == [[[[11.0, 15.0]], [[23.0, 31.0]]], [[[-12.0, -16.0]], [[-24.0, -32.0]]]]
     grid = np.asarray(picture(fm["image"]))
-    title = "tiny3d features.0 feature maps [2, 2, 1, 2], channels 0-1; frames to the right"
+    title = "tiny3d features.0 feature maps [2, 2, 1, 2], all 2 channels; frames to the right"
     band = render._title_band(title, grid.shape[1], rgb=False)  # wrapped to the narrow grid's width
     assert np.array_equal(grid[: band.shape[0]], band)
     assert grid.shape[1] > grid.shape[0] - band.shape[0]  # two channels by two frames, under the title
