@@ -104,7 +104,7 @@ def test_a_preferred_video_through_the_service_and_its_preview(svc):
     [entry] = json.loads(reply.body)["actmax"]
     video = raw_array(entry["raw"])
     assert video.shape == (3, 2, 16, 16) and entry["end"] > entry["start"] and entry["label"] == "zero"
-    assert picture(entry["image"]).size == (2 * 224 + 2, 224)  # two frames side by side
+    assert picture(entry["image"]).size == (2 * 224 + 2, render.TITLE_H + 224)  # two frames side by side, a title
     strip = Image.open(io.BytesIO(preview(torch.rand(2, 3, 4, 16, 16))))  # a video's middle frame, per target
     assert strip.size == (2 * 64 + 3, 64 + 2)
     [bad] = svc.handle([{"mode": "actmax", "channel": "0", "init": "image", "data": CLIP}])
