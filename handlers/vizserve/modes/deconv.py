@@ -18,7 +18,7 @@ class Deconv(BatchedMode):
     options = (
         LAYER.but(None, "the last convolutional stage (the model's cam_layer)"),
         CHANNEL.but(None, "the most active one"),
-        COLORMAP.but(None, "jet"),
+        COLORMAP,
     )
     needs_input = True
 
