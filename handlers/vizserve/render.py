@@ -257,6 +257,7 @@ MIN_PICTURE = 224
 #: Space between the input and its overlay (and a clip's rows).
 GAP = 8
 BAR_H = 12  # the colour bar's height
+MAX_BAR = 640  # and at most its width (a clip's strip is wider), from the left
 _TICK_TOP, _TICK_BOTTOM = _line_box(_TICK_FONT)
 #: The colour bar below a map: a gap, the bar, tick marks and their labels.
 BAR_BAND = 6 + BAR_H + 3 + (_TICK_BOTTOM - _TICK_TOP) + 6
@@ -304,10 +305,10 @@ def _coloured(where: torch.Tensor, colormap: str = "jet") -> np.ndarray:
 
 
 def _colour_bar(colormap: str, ticks: Sequence[str], width: int) -> np.ndarray:
-    """The band below a map: the colour map left (0) to right (1) over ``width`` px, with ``ticks`` evenly along it
-    (two: its ends; three: the ends and the middle), ``BAR_BAND x width x 3`` uint8."""
+    """The band below a map: the colour map left (0) to right (1) over ``width`` px (at most ``MAX_BAR``), with
+    ``ticks`` evenly along it (two: its ends; three: the ends and the middle), ``BAR_BAND x width x 3`` uint8."""
     band = np.full((BAR_BAND, width, 3), _BG, np.uint8)
-    left, right = PAD, width - PAD  # the bar spans columns left .. right - 1
+    left, right = PAD, min(width, MAX_BAR) - PAD  # the bar spans columns left .. right - 1
     top = 6
     steps = np.linspace(0, 255, right - left).round().astype(np.intp)
     band[top : top + BAR_H, left:right] = colour_table(colormap)[steps]

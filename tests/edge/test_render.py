@@ -116,3 +116,7 @@ def test_a_clip_shows_its_inputs_above_its_overlays():
     assert image.shape == (render.TITLE_H + 224 + render.GAP + 224 + render.BAR_BAND, 2 * 224 + render.PAD, 3)
     first = (rgb[:, 0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(image[render.TITLE_H : render.TITLE_H + 224 : 4, :224:4], first)
+    wide = render.attribution_pngs(torch.rand(3, 4, 56, 56), torch.rand(4, 56, 56), title="t", ticks=("0", "1"))[0]
+    bar = np.asarray(Image.open(io.BytesIO(wide)))[-render.BAR_BAND + 6 + render.BAR_H // 2]
+    assert bar.shape[0] > render.MAX_BAR and tuple(bar[render.MAX_BAR - render.PAD - 1]) == (128, 0, 0)  # red end
+    assert (bar[render.MAX_BAR :] == round(render.BACKGROUND * 255)).all()  # a clip's bar stays at most MAX_BAR
