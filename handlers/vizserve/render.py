@@ -1,6 +1,8 @@
 """Tiles to labelled PNG pictures, arrays to .npy bytes: the only place file formats are made.
 
-Layout comes from :func:`torchvision.utils.make_grid`; Pillow draws the labels (torchvision has no text).
+Layout comes from :func:`torchvision.utils.make_grid`; Pillow draws the labels (torchvision has no text). Every
+picture carries a title (wrapped to its width, clipped past a few lines); pictures of maps carry a colour bar with
+the scale at its ticks.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import io
 import math
 import struct
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,17 +22,42 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
 __all__ = [
-    "b64", "grid_png", "heatmap_png", "image_png", "matrix_png", "npy_bytes", "overlay_png", "preview_png", "rgb_png",
+    "COLORMAPS", "DIVERGING", "attribution_pngs", "b64", "colour_table", "grid_png", "image_png", "map_png",
+    "matrix_png", "npy_bytes", "overlay_frames", "preview_png", "rgb_png",
 ]  # fmt: skip
 
 BACKGROUND = 0.12  # dark grey between tiles and behind labels
+TEXT = 235  # light grey text
 LABEL_H = 12  # label band above each tile
-TITLE_H = 16
 PAD = 2
 #: Tiles are scaled by whole factors up to at least MIN_TILE px, and big maps down to at most MAX_TILE px.
 MIN_TILE, MAX_TILE = 48, 128
+_BG = round(BACKGROUND * 255)
 
-_FONT = ImageFont.load_default()
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's own font (Aileron) at ``size`` px where Pillow has FreeType, else its fixed bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError):  # no FreeType: the bitmap font, about 11 px high
+        return ImageFont.load_default()
+
+
+_FONT = _font(10)  # tile and axis labels
+_TITLE_FONT = _font(13)
+_TICK_FONT = _font(11)
+
+
+def _line_box(font) -> tuple[int, int]:
+    """Top and bottom of the font's glyphs ('Ag') below the point Pillow draws text at."""
+    box = font.getbbox("Ag")
+    return box[1], box[3]
+
+
+_TITLE_TOP, _TITLE_BOTTOM = _line_box(_TITLE_FONT)
+TITLE_LINE = _TITLE_BOTTOM - _TITLE_TOP + 4  # one title line, with its spacing (16 px at 13 px)
+TITLE_H = TITLE_LINE + 4  # a title band of one line
+TITLE_LINES = 3  # at most; a longer title ends in an ellipsis
 
 
 def b64(data: bytes) -> str:
@@ -91,13 +119,98 @@ def _fit(tiles: torch.Tensor) -> torch.Tensor:
     return tiles
 
 
+@functools.lru_cache(maxsize=4096)
+def _glyph(font, ch: str) -> tuple[int, int, np.ndarray | None, float]:
+    """One character as Pillow draws it: ``(left, top, coverage h x w uint8 or None, advance)``, its box relative
+    to the point text is drawn at. Titles and ticks are put together from these, drawn once per character: Pillow
+    lays out and rasterizes a whole line on every call (about 1 ms a title here)."""
+    left, top, right, bottom = font.getbbox(ch)
+    mask = None
+    if right > left and bottom > top:
+        img = Image.new("L", (right - left, bottom - top), 0)
+        ImageDraw.Draw(img).text((-left, -top), ch, fill=255, font=font)
+        mask = np.asarray(img)
+    return left, top, mask, font.getlength(ch)
+
+
+def _length(text: str, font) -> float:
+    """Width of ``text`` in px, as :func:`_text` draws it (the sum of its characters' advances: no kerning)."""
+    return sum(_glyph(font, ch)[3] for ch in text)
+
+
+def _text(cover: np.ndarray, x: float, y: int, text: str, font) -> None:
+    """Adds ``text``'s coverage to ``cover`` (uint8 ``H x W``, clipped to it), drawn at ``(x, y)`` as Pillow
+    would place it."""
+    h_all, w_all = cover.shape
+    for ch in text:
+        left, top, mask, advance = _glyph(font, ch)
+        if mask is not None:
+            x0, y0 = round(x) + left, y + top
+            xs, ys = max(0, x0), max(0, y0)
+            xe, ye = min(w_all, x0 + mask.shape[1]), min(h_all, y0 + mask.shape[0])
+            if xs < xe and ys < ye:
+                region = cover[ys:ye, xs:xe]
+                np.maximum(region, mask[ys - y0 : ye - y0, xs - x0 : xe - x0], out=region)
+        x += advance
+
+
+def _painted(cover: np.ndarray, rgb: bool) -> np.ndarray:
+    """Text coverage ``H x W`` as light text on the background: ``H x W (x 3)`` uint8."""
+    grey = (_BG + (cover.astype(np.uint16) * (TEXT - _BG) + 127) // 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2) if rgb else grey
+
+
+def _clipped(text: str, font, width: float) -> str:
+    """``text`` cut to ``width`` px, ending in an ellipsis where it was cut."""
+    if _length(text, font) <= width:
+        return text
+    lo, hi = 0, len(text)  # the longest prefix that fits with the ellipsis
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _length(text[:mid].rstrip() + "...", font) <= width else (lo, mid - 1)
+    return text[:lo].rstrip() + "..."
+
+
+def title_lines(text: str, width: int, font=_TITLE_FONT, most: int = TITLE_LINES) -> list[str]:
+    """``text`` wrapped at spaces to lines of at most ``width`` px, at most ``most`` of them (the last one then
+    ends in an ellipsis); a word wider than a line is cut."""
+    if _length(text, font) <= width:
+        return [text]
+    lines: list[str] = []
+    for word in text.split():
+        if lines and _length(f"{lines[-1]} {word}", font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    if len(lines) > most:
+        lines = lines[: most - 1] + [lines[most - 1] + " " + " ".join(lines[most:])]
+    return [_clipped(line, font, width) for line in lines] or [""]
+
+
+def _title_band(text: str, width: int, rgb: bool = True) -> np.ndarray:
+    """The band above a picture with its title, ``H x width (x 3)`` uint8: one line (``TITLE_H`` px) or more."""
+    lines = title_lines(text, width - 2 * PAD - 2)
+    cover = np.zeros((TITLE_H + (len(lines) - 1) * TITLE_LINE, width), np.uint8)
+    first = 2 + (TITLE_LINE - (_TITLE_BOTTOM - _TITLE_TOP)) // 2 - _TITLE_TOP
+    for i, line in enumerate(lines):
+        _text(cover, PAD + 1, first + i * TITLE_LINE, line, _TITLE_FONT)
+    return _painted(cover, rgb)
+
+
+def _titled(body: np.ndarray, title: str | None) -> np.ndarray:
+    """``body`` (uint8 ``H x W (x 3)``) under its title band; as it is without a title."""
+    if not title:
+        return body
+    return np.concatenate([_title_band(title, body.shape[1], body.ndim == 3), body], axis=0)
+
+
 def grid_png(tiles: torch.Tensor, labels: list[str], title: str, *, nrow: int | None = None) -> bytes:
-    """A grid of tiles, each with its label above it, under a title line.
+    """A grid of tiles, each with its label above it, under a title (wrapped to the grid's width).
 
     Args:
         tiles: ``[K, 1 or 3, h, w]`` floats in [0, 1] (CPU).
         labels: one short text per tile (the channel index).
-        title: one line at the top.
+        title: one line at the top, more where it is wider than the grid.
         nrow: tiles per row; default about square.
     """
     tiles = _fit(tiles.float().cpu())
@@ -106,52 +219,65 @@ def grid_png(tiles: torch.Tensor, labels: list[str], title: str, *, nrow: int | 
     bands = torch.stack([_label_band(text, width) for text in labels])  # [K, LABEL_H, w]
     banded = torch.cat([bands.unsqueeze(1).expand(-1, c, -1, -1), tiles], dim=2)
     grid = make_grid(banded, nrow=nrow, padding=PAD, pad_value=BACKGROUND)[:c]
-    grid = F.pad(grid, (0, 0, TITLE_H, 0), value=BACKGROUND)
-    img = Image.fromarray(_to_uint8(grid), "L" if c == 1 else "RGB")
-    ImageDraw.Draw(img).text((PAD + 1, 2), title, fill=235 if c == 1 else (235, 235, 235), font=_FONT)
-    return _png(img)
+    return _png(_titled(_to_uint8(grid), title))
 
 
 @functools.lru_cache(maxsize=8192)
 def _label_band(text: str, width: int) -> torch.Tensor:
     """The strip above a tile with its label, ``[LABEL_H, width]`` in [0, 1]; drawn once per label and width."""
-    band = Image.new("L", (width, LABEL_H), round(BACKGROUND * 255))
-    ImageDraw.Draw(band).text((1, 0), text, fill=235, font=_FONT)
+    band = Image.new("L", (width, LABEL_H), _BG)
+    ImageDraw.Draw(band).text((1, 0), text, fill=TEXT, font=_FONT)
     return torch.from_numpy(np.asarray(band, dtype=np.float32) / 255)
 
 
 def matrix_png(cells: torch.Tensor, rows: list[int], cols: list[int], title: str) -> bytes:
-    """A matrix of RGB cells ``[R, C, 3, kh, kw]`` with row numbers on the left and column numbers on top."""
+    """A matrix of RGB cells ``[R, C, 3, kh, kw]`` with row numbers on the left and column numbers on top, under a
+    title (wrapped to the matrix's width)."""
     r, c, _, kh, kw = cells.shape
     scale = max(1, math.ceil(12 / max(kh, kw)))
     flat = F.interpolate(cells.reshape(r * c, 3, kh, kw).float(), scale_factor=scale, mode="nearest")
     grid = make_grid(flat, nrow=c, padding=1, pad_value=BACKGROUND)
-    left, top = 30, TITLE_H + LABEL_H
+    left, top = 30, LABEL_H
     grid = F.pad(grid, (left, 0, top, 0), value=BACKGROUND)
     img = Image.fromarray(_to_uint8(grid), "RGB")
     draw = ImageDraw.Draw(img)
-    fill = (235, 235, 235)
-    draw.text((2, 2), title, fill=fill, font=_FONT)
+    fill = (TEXT,) * 3
     step_h, step_w = kh * scale + 1, kw * scale + 1
     every_r = max(1, math.ceil(12 / step_h))
     every_c = max(1, math.ceil(28 / step_w))
     for i in range(0, r, every_r):
         draw.text((2, top + 1 + i * step_h), str(rows[i]), fill=fill, font=_FONT)
     for j in range(0, c, every_c):
-        draw.text((left + 1 + j * step_w, TITLE_H), str(cols[j]), fill=fill, font=_FONT)
-    return _png(img)
+        draw.text((left + 1 + j * step_w, 0), str(cols[j]), fill=fill, font=_FONT)
+    return _png(_titled(np.asarray(img), title))
 
 
 #: Attribution pictures are enlarged by a whole factor until their short side is at least this (shapes: 64 -> 256).
 MIN_PICTURE = 224
+#: Space between the input and its overlay (and a clip's rows).
+GAP = 8
+BAR_H = 12  # the colour bar's height
+MAX_BAR = 640  # and at most its width (a clip's strip is wider), from the left
+_TICK_TOP, _TICK_BOTTOM = _line_box(_TICK_FONT)
+#: The colour bar below a map: a gap, the bar, tick marks and their labels.
+BAR_BAND = 6 + BAR_H + 3 + (_TICK_BOTTOM - _TICK_TOP) + 6
+
+#: The colour maps a request may name (option 'colormap'), by matplotlib's names. Looked up in this table only.
+COLORMAPS = {
+    "jet": "jet", "turbo": "turbo", "viridis": "viridis", "inferno": "inferno", "magma": "magma", "gray": "gray",
+    "rdbu_r": "RdBu_r", "bwr": "bwr",
+}  # fmt: skip
+#: The colour map of signed maps: blue negative, white zero, red positive.
+DIVERGING = "rdbu_r"
 
 
 @functools.cache
-def _jet() -> np.ndarray:
-    """The 'jet' colour map (Grad-CAM's figures) as a 256 x 3 uint8 table, from matplotlib (Captum's dependency)."""
+def colour_table(name: str) -> np.ndarray:
+    """The colour map ``name`` (a key of :data:`COLORMAPS`) as a 256 x 3 uint8 table, from matplotlib (Captum's
+    dependency)."""
     from matplotlib import colormaps
 
-    return (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    return (colormaps[COLORMAPS[name]](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
 def _enlarge(a: np.ndarray) -> np.ndarray:
@@ -159,60 +285,116 @@ def _enlarge(a: np.ndarray) -> np.ndarray:
     return a.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else a
 
 
+def _side_by_side(parts: list[np.ndarray], gap: int = PAD) -> np.ndarray:
+    """Pictures of one height left to right, ``gap`` px of background apart."""
+    if len(parts) == 1:
+        return parts[0]
+    space = np.full((parts[0].shape[0], gap, *parts[0].shape[2:]), _BG, np.uint8)
+    return np.concatenate([part for p in parts for part in (p, space)][:-1], axis=1)
+
+
 def _strip(frames: list[np.ndarray]) -> np.ndarray:
     """Frames ``H x W (x 3)`` left to right, each enlarged for display, 2 px apart: a clip as one picture."""
-    frames = [_enlarge(f) for f in frames]
-    if len(frames) == 1:
-        return frames[0]
-    gap = np.full((frames[0].shape[0], PAD, *frames[0].shape[2:]), round(BACKGROUND * 255), np.uint8)
-    return np.concatenate([part for f in frames for part in (f, gap)][:-1], axis=1)
+    return _side_by_side([_enlarge(f) for f in frames])
 
 
-def _coloured(heat: torch.Tensor) -> np.ndarray:
-    return _jet()[(heat.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()]
+def _coloured(where: torch.Tensor, colormap: str = "jet") -> np.ndarray:
+    """Positions ``[*S]`` in [0, 1] along the colour map -> ``*S x 3`` uint8."""
+    index = (where.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return np.take(colour_table(colormap), index, axis=0)  # 3x faster than table[index] here
+
+
+def _colour_bar(colormap: str, ticks: Sequence[str], width: int) -> np.ndarray:
+    """The band below a map: the colour map left (0) to right (1) over ``width`` px (at most ``MAX_BAR``), with
+    ``ticks`` evenly along it (two: its ends; three: the ends and the middle), ``BAR_BAND x width x 3`` uint8."""
+    band = np.full((BAR_BAND, width, 3), _BG, np.uint8)
+    left, right = PAD, min(width, MAX_BAR) - PAD  # the bar spans columns left .. right - 1
+    top = 6
+    steps = np.linspace(0, 255, right - left).round().astype(np.intp)
+    band[top : top + BAR_H, left:right] = colour_table(colormap)[steps]
+    below = top + BAR_H
+    cover = np.zeros((BAR_BAND - below - 3, width), np.uint8)  # the tick labels' rows
+    for i, text in enumerate(ticks):
+        x = left + round(i * (right - 1 - left) / max(1, len(ticks) - 1))
+        if 0 < i < len(ticks) - 1:  # a mark where an inner tick is (the ends are the bar's)
+            band[below : below + 3, x] = TEXT
+        length = _length(text, _TICK_FONT)
+        at = x if i == 0 else x + 1 - length if i == len(ticks) - 1 else x - length / 2
+        _text(cover, at, -_TICK_TOP, text, _TICK_FONT)
+    band[below + 3 :] = _painted(cover, True)
+    return band
+
+
+def _frames(t: torch.Tensor, clip_dims: int) -> list[torch.Tensor]:
+    """One input (``t.dim() < clip_dims``) or a clip's frames along dimension ``clip_dims - 3``."""
+    return list(t.unbind(clip_dims - 3)) if t.dim() == clip_dims else [t]
 
 
 # The pictures of maps and images take one input ``[3, H, W]`` / ``[H, W]``, or a clip ``[3, T, H, W]`` / ``[T, H, W]``,
-# which they show as a strip of its frames, time from left to right.
+# which they show as a strip of its frames, time from left to right. Maps come as positions ``where`` in [0, 1] along
+# the colour map (the caller scales them: 0 .. max, or -max .. +max for a signed map), with the ``ticks`` that label
+# the colour bar.
 
 
-def overlay_frames(rgb: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    """A clip ``[3, T, H, W]`` in [0, 1] with its maps ``[T, H, W]`` in [0, 1] blended over it, as frames
-    ``[T, 3, H, W]`` in [0, 1] (for animations)."""
-    coloured = torch.from_numpy(_coloured(heat).astype(np.float32) / 255).permute(0, 3, 1, 2)
+def overlay_frames(rgb: torch.Tensor, where: torch.Tensor, alpha: float = 0.5, colormap: str = "jet") -> torch.Tensor:
+    """A clip ``[3, T, H, W]`` in [0, 1] with its maps ``[T, H, W]`` blended over it, as frames ``[T, 3, H, W]`` in
+    [0, 1] (for animations)."""
+    coloured = torch.from_numpy(_coloured(where, colormap).astype(np.float32) / 255).permute(0, 3, 1, 2)
     return (1 - alpha) * rgb.clamp(0, 1).cpu().transpose(0, 1) + alpha * coloured
 
 
-def heatmap_png(heat: torch.Tensor) -> bytes:
-    """A map ``[H, W]`` (or ``[T, H, W]``) in [0, 1] in the jet colour map (blue 0, red 1)."""
-    frames = heat if heat.dim() == 3 else heat[None]
-    return _png(_strip([_coloured(f) for f in frames]))
+def _blend(image: torch.Tensor, coloured: np.ndarray, alpha: float) -> np.ndarray:
+    """The coloured map ``H x W x 3`` uint8 over the image ``[3, H, W]`` in [0, 1], ``alpha`` of it the map's."""
+    if alpha >= 1:
+        return coloured
+    blend = (1 - alpha) * image.permute(1, 2, 0).numpy() * 255
+    if alpha > 0:
+        blend += alpha * coloured.astype(np.float32)
+    return (blend + 0.5).astype(np.uint8)
 
 
-def overlay_png(rgb: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> bytes:
-    """The map ``[H, W]`` in [0, 1], coloured, blended half and half over the image ``[3, H, W]`` in [0, 1] (or a
-    clip ``[3, T, H, W]`` with its maps ``[T, H, W]``, frame by frame)."""
-    rgb = rgb.clamp(0, 1).cpu()
-    pairs = zip(rgb.unbind(1), heat.unbind(0), strict=True) if rgb.dim() == 4 else [(rgb, heat)]
-    frames = []
-    for image, h in pairs:
-        blend = (1 - alpha) * image.permute(1, 2, 0).numpy() * 255 + alpha * _coloured(h).astype(np.float32)
-        frames.append(blend.round().astype(np.uint8))
-    return _png(_strip(frames))
+def _with_bar(body: np.ndarray, title: str, colormap: str, ticks: Sequence[str]) -> bytes:
+    return _png(np.concatenate([_titled(body, title), _colour_bar(colormap, ticks, body.shape[1])], axis=0))
 
 
-def rgb_png(rgb: torch.Tensor) -> bytes:
-    """An image ``[3, H, W]`` (or clip ``[3, T, H, W]``) scaled min..max to [0, 1] (for deconvnet projections)."""
+def attribution_pngs(
+    rgb: torch.Tensor, where: torch.Tensor, *, title: str, ticks: Sequence[str], colormap: str = "jet",
+    opacity: float = 0.5,
+) -> tuple[bytes, bytes]:  # fmt: skip
+    """The two pictures of a map ``[H, W]`` of positions in [0, 1] along ``colormap`` over its input ``[3, H, W]``
+    in [0, 1], each under ``title`` and over the colour bar with ``ticks``: the input beside the map coloured over
+    it (``opacity`` of each pixel the map's colour), and the map alone. A clip ``[3, T, H, W]`` with maps
+    ``[T, H, W]``: strips of frames, the overlays' below the inputs'."""
+    rgb = rgb.detach().clamp(0, 1).cpu()
+    images, maps = _frames(rgb, 4), [_coloured(m, colormap) for m in _frames(where.detach().cpu(), 3)]
+    inputs = _strip([_to_uint8(f) for f in images])
+    overlays = _strip([_blend(f, m, opacity) for f, m in zip(images, maps, strict=True)])
+    if len(images) == 1:
+        body = _side_by_side([inputs, overlays], GAP)
+    else:
+        body = np.concatenate([inputs, np.full((GAP, *inputs.shape[1:]), _BG, np.uint8), overlays], axis=0)
+    return _with_bar(body, title, colormap, ticks), _with_bar(_strip(maps), title, colormap, ticks)
+
+
+def map_png(where: torch.Tensor, *, title: str, ticks: Sequence[str], colormap: str = "jet") -> bytes:
+    """A map ``[H, W]`` (or ``[T, H, W]``, a strip) of positions in [0, 1] in the colour map, under ``title``, over
+    the colour bar with ``ticks``."""
+    return _with_bar(_strip([_coloured(f, colormap) for f in _frames(where.detach().cpu(), 3)]), title, colormap, ticks)
+
+
+def rgb_png(rgb: torch.Tensor, title: str | None = None) -> bytes:
+    """An image ``[3, H, W]`` (or clip ``[3, T, H, W]``) scaled min..max to [0, 1] (for deconvnet projections),
+    under ``title`` if one is given."""
     lo, hi = rgb.min(), rgb.max()
     scaled = ((rgb - lo) / (hi - lo) if hi > lo else torch.zeros_like(rgb)).cpu()
-    return _png(_strip([_to_uint8(f) for f in (scaled.unbind(1) if scaled.dim() == 4 else [scaled])]))
+    return _png(_titled(_strip([_to_uint8(f) for f in _frames(scaled, 4)]), title))
 
 
-def image_png(rgb: torch.Tensor) -> bytes:
+def image_png(rgb: torch.Tensor, title: str | None = None) -> bytes:
     """An image ``[3, H, W]`` (or clip ``[3, T, H, W]``) in [0, 1] as it is (colours kept), enlarged for display
-    like the other pictures."""
+    like the other pictures, under ``title`` if one is given."""
     rgb = rgb.detach().cpu()
-    return _png(_strip([_to_uint8(f) for f in (rgb.unbind(1) if rgb.dim() == 4 else [rgb])]))
+    return _png(_titled(_strip([_to_uint8(f) for f in _frames(rgb, 4)]), title))
 
 
 def preview_png(images: torch.Tensor, side: int = 64) -> bytes:

@@ -6,6 +6,7 @@ import json
 import re
 import time
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,7 +14,7 @@ from PIL import Image
 from cnnviz import Direction, Diversity, Target, build_model, torchvision_spec
 from tests.images import shape_png
 from tests.services import shapes_service
-from vizserve import MODES, Limits, VizService, parse_request
+from vizserve import MODES, Limits, VizService, parse_request, render
 from vizserve.loading import job_scheduler
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -43,7 +44,23 @@ def test_class_targets_by_label_and_range_need_no_image(svc):
     ]  # fmt: skip
     for e in entries:
         assert e["steps"] == 8 and not e["stopped_early"] and e["end"] > e["start"]
-        assert Image.open(io.BytesIO(__import__("base64").b64decode(e["image"]))).size == (256, 256)
+        picture = np.asarray(Image.open(io.BytesIO(__import__("base64").b64decode(e["image"]))))
+        # 128 px enlarged 2x, under a title that names the class: the band drawn for that text, pixel for pixel
+        band = render._title_band(f"preferred image of class {e['label']} ({e['channel']})", 256)
+        assert picture.shape == (band.shape[0] + 256, 256, 3) and np.array_equal(picture[: band.shape[0]], band)
+    assert band.shape[0] == render.TITLE_H + render.TITLE_LINE  # 'horizontal stripes' takes a second line
+
+
+def test_titles_of_preferred_images_name_their_target():
+    from vizserve.modes.actmax import Actmax
+
+    cls = {"objective": "tabby", "layer": "classes", "channel": 281, "label": "tabby"}
+    unit = {"objective": "features.3:1 at y=4 x=9", "layer": "features.3", "channel": 1, "y": 4, "x": 9}
+    summed = {"objective": "circle - square", "sample": 1}
+    assert Actmax.title(cls, video=False) == "preferred image of class tabby (281)"
+    assert Actmax.title(unit, video=False) == "preferred image of features.3 channel 1 unit y=4 x=9"
+    assert Actmax.title({**unit, "t": 2}, video=True) == "preferred video of features.3 channel 1 unit y=4 x=9 t=2"
+    assert Actmax.title(summed, video=False) == "preferred image of circle - square, sample 1"
 
 
 def test_channels_and_a_unit_of_a_layer(svc):

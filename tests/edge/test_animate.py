@@ -21,7 +21,7 @@ def heat_frames(h: int = 28, w: int = 36) -> torch.Tensor:
     """A blob moving right, in the jet colour map as the attribution pictures draw it: ``[T, 3, h, w]``."""
     y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
     heat = torch.stack([torch.exp(-((x - 0.2 - 0.1 * t) ** 2 + (y - 0.5) ** 2) / 0.02) for t in range(T)])
-    jet = torch.from_numpy(render._jet()).float() / 255
+    jet = torch.from_numpy(render.colour_table("jet")).float() / 255
     return jet[(heat * 255).round().long()].permute(0, 3, 1, 2)
 
 

@@ -15,7 +15,7 @@ from cnnviz import CAM_METHODS, SALIENCY_METHODS, SIGNED_METHODS
 from tests.images import raw_array, shape_png
 from tests.services import shapes_service, tiny_service
 from tests.tiny import Tiny
-from vizserve import Limits
+from vizserve import Limits, render
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -52,9 +52,13 @@ def test_gradcam_entry(svc, image):
     assert cam["max"] == pytest.approx(float(raw.max()), rel=1e-6)
     y, x = np.unravel_index(raw.argmax(), raw.shape)
     assert x0 - 4 <= x <= x1 + 4 and y0 - 4 <= y <= y1 + 4
-    for key in ("image", "heatmap"):
+    # 64 px enlarged 4x for display: the input beside the overlay, under the title, over the colour bar
+    title = f"gradcam of features - square {cam['score']:.2f}"
+    for key, width in (("image", 2 * 256 + render.GAP), ("heatmap", 256)):
         picture = Image.open(io.BytesIO(base64.b64decode(cam[key])))
-        assert picture.mode == "RGB" and picture.size == (256, 256)  # 64 px enlarged 4x for display
+        assert picture.mode == "RGB" and picture.size == (width, render.TITLE_H + 256 + render.BAR_BAND)
+        band = np.asarray(picture)[: render.TITLE_H]
+        assert (band > 200).any() and np.array_equal(band, render._title_band(title, width))
 
 
 @pytest.mark.parametrize("method", list(CAM_METHODS))
@@ -297,3 +301,122 @@ def test_a_failed_gradient_pass_costs_no_further_forward_pass(image, monkeypatch
     monkeypatch.setattr(MODES["gradcam"], "run", broken)
     [reply] = svc.handle([{"data": image[0], "mode": "gradcam,featuremaps"}])
     assert reply.status == 500 and calls == []
+
+
+# The pictures of a map: [title] / [input | overlay] / [colour bar with ticks]; the shapes model's 64 px input is
+# enlarged 4x to 256 px.
+SIDE = 256
+
+
+def panels(entry):
+    """The input panel, the overlay panel, the map (of the heatmap picture) and the colour bar's middle row, each
+    as uint8 arrays, found from the bottom (the colour bar has a fixed height) so that a longer title does not
+    move them."""
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(entry["image"]))).convert("RGB"))
+    heatmap = np.asarray(Image.open(io.BytesIO(base64.b64decode(entry["heatmap"]))).convert("RGB"))
+    top = image.shape[0] - render.BAR_BAND - SIDE
+    bar = image[top + SIDE + 6 + render.BAR_H // 2, render.PAD : image.shape[1] - render.PAD]
+    left, right = image[top : top + SIDE, :SIDE], image[top : top + SIDE, SIDE + render.GAP :]
+    return left, right, heatmap[heatmap.shape[0] - render.BAR_BAND - SIDE : -render.BAR_BAND], bar
+
+
+def is_blue(p):
+    return int(p[2]) > 80 and int(p[2]) > int(p[0]) + 40 and int(p[2]) > int(p[1]) + 20
+
+
+def is_red(p):
+    return int(p[0]) > 80 and int(p[0]) > int(p[2]) + 40 and int(p[0]) > int(p[1]) + 20
+
+
+def test_colour_bar_of_an_unsigned_map_is_jet_from_blue_to_red(svc, image):
+    cam = json.loads(ask(svc, data=image[0], mode="gradcam").body)["gradcam"]
+    _, _, heat, bar = panels(cam)
+    assert is_blue(bar[0]) and is_red(bar[-1]) and bar[len(bar) // 2][1] > 200  # jet: blue, green, red
+    assert heat.min() >= 0 and tuple(bar[0]) == tuple(render.colour_table("jet")[0])
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(cam["image"]))).convert("RGB"))
+    ticks = np.zeros((render.BAR_BAND - 6 - render.BAR_H - 3, image.shape[1]), np.uint8)
+    render._text(ticks, render.PAD, -render._TICK_TOP, "0", render._TICK_FONT)  # the 0 tick, left under the bar
+    under = image[-ticks.shape[0] :, :20, 0]
+    assert np.array_equal(under, render._painted(ticks, False)[:, :20])
+
+
+def test_a_signed_map_is_blue_where_negative_and_red_where_positive(svc, image):
+    data, _ = image
+    entry = json.loads(ask(svc, data=data, mode="saliency", method="input_x_gradient", raw="1").body)["saliency"]
+    raw = raw_array(entry["raw"])
+    assert entry["signed"] and raw.min() < 0 < raw.max()
+    _, _, heat, bar = panels(entry)
+    assert is_blue(bar[0]) and is_red(bar[-1]) and (bar[len(bar) // 2] > 240).all()  # RdBu_r: white in the middle
+    for at, colour in ((np.unravel_index(raw.argmin(), raw.shape), is_blue), (np.unravel_index(raw.argmax(),
+                       raw.shape), is_red)):  # fmt: skip
+        y, x = (int(v) * 4 + 2 for v in at)
+        assert colour(heat[y, x]), (at, heat[y, x])
+    zero = np.unravel_index(np.abs(raw).argmin(), raw.shape)  # the smallest magnitude: near white
+    assert (heat[int(zero[0]) * 4 + 2, int(zero[1]) * 4 + 2] > 230).all()
+
+
+def test_colormap_and_opacity(svc, image):
+    data, _ = image
+    plain = json.loads(ask(svc, data=data, mode="gradcam").body)["gradcam"]
+    viridis = json.loads(ask(svc, data=data, mode="gradcam", colormap="viridis").body)["gradcam"]
+    inputs, overlay, heat, bar = panels(plain)
+    v_inputs, v_overlay, v_heat, v_bar = panels(viridis)
+    table = render.colour_table("viridis")
+    assert tuple(v_bar[0]) == tuple(table[0]) and tuple(v_bar[-1]) == tuple(table[-1])  # dark purple .. yellow
+    assert np.array_equal(v_inputs, inputs) and not np.array_equal(v_overlay, overlay)
+    assert set(map(tuple, v_heat.reshape(-1, 3))) <= set(map(tuple, table))  # every map pixel a viridis colour
+    none = json.loads(ask(svc, data=data, mode="gradcam", opacity="0").body)["gradcam"]
+    full = json.loads(ask(svc, data=data, mode="gradcam", opacity="1").body)["gradcam"]
+    n_inputs, n_overlay, _, _ = panels(none)
+    _, f_overlay, f_heat, _ = panels(full)
+    assert np.array_equal(n_overlay, n_inputs) and np.array_equal(n_inputs, inputs)  # the input itself
+    assert np.array_equal(f_overlay, f_heat) and np.array_equal(f_heat, heat)  # the colour map alone
+    half = overlay.astype(int)
+    assert np.abs(half - (inputs.astype(int) + heat.astype(int)) / 2).max() <= 1  # the default: half and half
+    signed = json.loads(ask(svc, data=data, mode="saliency", method="deeplift", colormap="jet").body)["saliency"]
+    assert is_blue(panels(signed)[3][0])  # a signed map in the colour map asked for
+
+
+def test_deconv_heatmap_has_a_title_and_a_colour_bar(svc, image):
+    out = json.loads(ask(svc, data=image[0], mode="deconv", layer="features.3", channel="5", colormap="magma").body)
+    entry = out["deconv"]
+    heatmap = np.asarray(Image.open(io.BytesIO(base64.b64decode(entry["heatmap"]))).convert("RGB"))
+    title = f"deconv of features.3 channel 5 (activation {entry['activation']:.3g}), magnitude"
+    band = render._title_band(title, SIDE)
+    assert np.array_equal(heatmap[: band.shape[0]], band)
+    bar = heatmap[-render.BAR_BAND + 6 + render.BAR_H // 2, render.PAD : SIDE - render.PAD]
+    assert tuple(bar[0]) == tuple(render.colour_table("magma")[0])
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        ({"mode": "gradcam", "colormap": "hot"}, "'colormap' must be one of jet, turbo, viridis, inferno, magma, gray, "
+         "rdbu_r, bwr; got 'hot'"),
+        ({"mode": "saliency", "colormap": "__class__"}, "'colormap' must be one of jet"),
+        ({"mode": "gradcam", "opacity": "1.5"}, r"'opacity' must be a number in 0\.0\.\.1\.0"),
+        ({"mode": "deconv", "opacity": "0.2"}, "'opacity' is used by mode gradcam and saliency; add it to mode"),
+        ({"mode": "featuremaps", "colormap": "jet"}, "'colormap' is used by mode gradcam, saliency and deconv"),
+    ],
+)  # fmt: skip
+def test_bad_picture_options(svc, image, fields, match):
+    reply = ask(svc, data=image[0], **fields)
+    body = json.loads(reply.body)
+    assert reply.status == 400 and body["type"] == "InvalidOption" and re.search(match, body["message"]), body
+
+
+def test_titles_say_which_channels_and_filters_are_shown(svc, image):
+    out = json.loads(ask(svc, data=image[0], mode="featuremaps,filters", layers="features.8", channels="8").body)
+    [fm], [filters] = out["featuremaps"], out["filters"]
+    for entry, title in (
+        (fm, "shapes features.8 feature maps [32, 16, 16], channels 0-7 of 32 shown"),
+        (filters, "shapes features.8 filters [32, 32, 3, 3]: rows out, columns in, blue < 0 < red; rows 0-7 of 32, "
+                  "columns 0-7 of 32 shown"),
+    ):  # fmt: skip
+        picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(entry["image"]))))
+        band = render._title_band(title, picture.shape[1], picture.ndim == 3)
+        assert np.array_equal(picture[: band.shape[0]], band), title
+    every = json.loads(ask(svc, data=image[0], mode="featuremaps", layers="features.8", channels="all").body)
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(every["featuremaps"][0]["image"]))))
+    band = render._title_band("shapes features.8 feature maps [32, 16, 16], all 32 channels", picture.shape[1], False)
+    assert np.array_equal(picture[: band.shape[0]], band)

@@ -13,7 +13,7 @@ from PIL import Image
 from cnnviz import ModelSpec, Preprocess
 from tests.images import jpeg, npy, raw_array
 from tests.tiny import Tiny3D, tiny_clip
-from vizserve import VizService
+from vizserve import VizService, render
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +40,20 @@ def test_classify_featuremaps_and_gradcam_of_a_clip(svc):
     assert fm["shape"] == [2, 2, 1, 2]
     raw = raw_array(fm["raw"])
     assert raw.tolist() == [[[[11.0, 15.0]], [[23.0, 31.0]]], [[[-12.0, -16.0]], [[-24.0, -32.0]]]]
-    grid = picture(fm["image"])
-    assert grid.width > grid.height  # two channels by two frames, with the title above
+    grid = np.asarray(picture(fm["image"]))
+    title = "tiny3d features.0 feature maps [2, 2, 1, 2], all 2 channels; frames to the right"
+    band = render._title_band(title, grid.shape[1], rgb=False)  # wrapped to the narrow grid's width
+    assert np.array_equal(grid[: band.shape[0]], band)
+    assert grid.shape[1] > grid.shape[0] - band.shape[0]  # two channels by two frames, under the title
     cam = out["gradcam"]
     assert cam["layer"] == "features" and cam["max"] == pytest.approx(7.75)
     heat = raw_array(cam["raw"])
     assert heat.shape == (2, 2, 3) and heat[1, 0].tolist() == pytest.approx([5.75, 6.75, 7.75])
-    strip = picture(cam["image"])  # two frames of 2 x 3, each enlarged 112x to 224 x 336, 2 px apart
-    assert strip.size == (2 * 336 + 2, 224)
+    # two frames of 2 x 3, each enlarged 112x to 224 x 336, 2 px apart: the inputs' strip above the overlays', under
+    # the title and over the colour bar
+    strip = picture(cam["image"])
+    assert strip.size == (2 * 336 + 2, render.TITLE_H + 224 + render.GAP + 224 + render.BAR_BAND)
+    assert picture(cam["heatmap"]).size == (2 * 336 + 2, render.TITLE_H + 224 + render.BAR_BAND)
 
 
 def test_filters_of_a_3d_convolution_are_strips_over_time(svc):
@@ -98,7 +104,7 @@ def test_a_preferred_video_through_the_service_and_its_preview(svc):
     [entry] = json.loads(reply.body)["actmax"]
     video = raw_array(entry["raw"])
     assert video.shape == (3, 2, 16, 16) and entry["end"] > entry["start"] and entry["label"] == "zero"
-    assert picture(entry["image"]).size == (2 * 224 + 2, 224)  # two frames side by side
+    assert picture(entry["image"]).size == (2 * 224 + 2, render.TITLE_H + 224)  # two frames side by side, a title
     strip = Image.open(io.BytesIO(preview(torch.rand(2, 3, 4, 16, 16))))  # a video's middle frame, per target
     assert strip.size == (2 * 64 + 3, 64 + 2)
     [bad] = svc.handle([{"mode": "actmax", "channel": "0", "init": "image", "data": CLIP}])
@@ -146,10 +152,12 @@ def test_clips_come_animated_too_and_format_picks_the_animation(svc):
     [webp, gif] = svc.handle([{"data": CLIP, "mode": "gradcam", "format": "webp"}, preferred])
     assert webp.content_type == "image/webp" and Image.open(io.BytesIO(webp.body)).n_frames == 2
     assert gif.content_type == "image/gif" and Image.open(io.BytesIO(gif.body)).n_frames == 2
-    # the first frame of the animated overlay is the first frame of the strip
+    # the first frame of the animated overlay is the first frame of the overlays' strip (below the inputs')
     strip = np.asarray(picture(out["gradcam"]["image"]).convert("RGB"))
     first = np.asarray(Image.open(io.BytesIO(webp.body)).convert("RGB"))
-    assert np.abs(strip[:, : first.shape[1]].astype(int) - first.astype(int)).max() <= 1
+    top = render.TITLE_H + first.shape[0] + render.GAP
+    overlay = strip[top : top + first.shape[0], : first.shape[1]]
+    assert np.abs(overlay.astype(int) - first.astype(int)).max() <= 1
 
 
 def test_animation_formats_need_a_video_model():

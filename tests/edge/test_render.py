@@ -44,3 +44,79 @@ def test_npy_bytes_round_trip():
     t = torch.arange(6, dtype=torch.float32).reshape(1, 2, 3)
     a = np.load(io.BytesIO(render.npy_bytes(t)), allow_pickle=False)
     assert a.dtype == np.float32 and a.tolist() == t.tolist()
+
+
+def test_titles_wrap_to_the_picture_and_end_in_an_ellipsis():
+    long = "shapes features.8 feature maps [32, 16, 16], channels 0-31 of 512 shown"
+    assert render.title_lines(long, 1000) == [long]
+    lines = render.title_lines(long, 200)
+    assert len(lines) > 1 and " ".join(lines) == long
+    assert all(render._length(line, render._TITLE_FONT) <= 200 for line in lines)
+    cut = render.title_lines(" ".join(["word"] * 60), 100)
+    assert len(cut) == render.TITLE_LINES and cut[-1].endswith("...")
+    assert render.title_lines("x" * 200, 60)[0].endswith("...")  # a word wider than the line is cut
+    # a grid of 2 tiles is 100 px wide: its title takes more lines, and the grid moves down by as many
+    tiles = torch.zeros(2, 1, 48, 48)
+    narrow = np.asarray(Image.open(io.BytesIO(render.grid_png(tiles, ["0", "1"], long))))
+    extra = len(render.title_lines(long, narrow.shape[1] - 2 * render.PAD - 2)) - 1
+    assert extra >= 2 and narrow.shape[0] == render.TITLE_H + extra * render.TITLE_LINE + render.LABEL_H + 48 + 4
+    assert (narrow[: render.TITLE_H + extra * render.TITLE_LINE] > 200).any()  # text pixels in the title band
+
+
+def attribution(where, **kw):
+    rgb = torch.stack([torch.linspace(0, 1, 64).expand(64, 64)] * 3)  # a grey ramp, left to right
+    image, heatmap = render.attribution_pngs(rgb, where, title="t", **kw)
+    return np.asarray(Image.open(io.BytesIO(image))), np.asarray(Image.open(io.BytesIO(heatmap))), rgb
+
+
+def test_attribution_pictures_input_beside_overlay_and_a_colour_bar():
+    where = torch.linspace(0, 1, 64).expand(64, 64).T.contiguous()  # 0 at the top, 1 at the bottom
+    image, heatmap, rgb = attribution(where, ticks=("0", "3.2e-02"))
+    side, top = 256, render.TITLE_H  # 64 px enlarged 4x
+    assert image.shape == (top + side + render.BAR_BAND, 2 * side + render.GAP, 3)
+    assert (image[:top] > 200).any() and (image[:top] < 40).any()  # light text on the dark title band
+    inputs = image[top : top + side, :side]
+    assert np.array_equal(inputs[::4, ::4], (rgb.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+    bar = image[top + side + 6 + render.BAR_H // 2, render.PAD : image.shape[1] - render.PAD]
+    jet = render.colour_table("jet")
+    assert tuple(bar[0]) == tuple(jet[0]) == (0, 0, 128) and tuple(bar[-1]) == tuple(jet[255]) == (128, 0, 0)
+    assert (image[-12:, :12] > 120).any() and (image[-12:, -40:] > 120).any()  # the tick labels, both ends
+    assert tuple(heatmap[top, 0]) == tuple(jet[0]) and tuple(heatmap[top + side - 1, 0]) == tuple(jet[255])
+
+
+def test_opacity_zero_is_the_input_and_one_the_map():
+    where = torch.rand(64, 64)
+    image, heatmap, _ = attribution(where, ticks=("0", "1"), opacity=0.0)
+    top, side = render.TITLE_H, 256
+    assert np.array_equal(image[top : top + side, side + render.GAP :], image[top : top + side, :side])
+    image, heatmap, _ = attribution(where, ticks=("0", "1"), opacity=1.0, colormap="viridis")
+    overlay = image[top : top + side, side + render.GAP :]
+    assert np.array_equal(overlay, heatmap[top : top + side])
+    assert np.array_equal(overlay[::4, ::4], render.colour_table("viridis")[(where * 255).round().long().numpy()])
+
+
+def test_a_diverging_bar_is_white_in_the_middle_blue_below_red_above():
+    where = torch.full((64, 64), 0.5)
+    where[:, :16], where[:, -16:] = 0.0, 1.0  # -max at the left, +max at the right, 0 between
+    image, heatmap, _ = attribution(where, ticks=("-1", "0", "+1"), colormap=render.DIVERGING)
+    top, side = render.TITLE_H, 256
+    bar = image[top + side + 6 + render.BAR_H // 2, render.PAD : image.shape[1] - render.PAD]
+    assert (bar[len(bar) // 2] > 240).all()  # white at 0
+    assert bar[0][2] > bar[0][0] + 50 and bar[-1][0] > bar[-1][2] + 50  # blue at -max, red at +max
+    mid = image[top + side + 6 + render.BAR_H : top + side + 6 + render.BAR_H + 3, image.shape[1] // 2 - 2 :]
+    assert (mid[:, :5] > 200).any()  # the mark of the middle tick
+    row = heatmap[top + 8]
+    assert row[8][2] > row[8][0] + 50 and (row[128] > 240).all() and row[-8][0] > row[-8][2] + 50
+
+
+def test_a_clip_shows_its_inputs_above_its_overlays():
+    rgb = torch.rand(3, 2, 56, 56)  # two frames of 56 px, enlarged 4x to 224
+    image, heatmap = render.attribution_pngs(rgb, torch.rand(2, 56, 56), title="t", ticks=("0", "1"))
+    image = np.asarray(Image.open(io.BytesIO(image)))
+    assert image.shape == (render.TITLE_H + 224 + render.GAP + 224 + render.BAR_BAND, 2 * 224 + render.PAD, 3)
+    first = (rgb[:, 0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(image[render.TITLE_H : render.TITLE_H + 224 : 4, :224:4], first)
+    wide = render.attribution_pngs(torch.rand(3, 4, 56, 56), torch.rand(4, 56, 56), title="t", ticks=("0", "1"))[0]
+    bar = np.asarray(Image.open(io.BytesIO(wide)))[-render.BAR_BAND + 6 + render.BAR_H // 2]
+    assert bar.shape[0] > render.MAX_BAR and tuple(bar[render.MAX_BAR - render.PAD - 1]) == (128, 0, 0)  # red end
+    assert (bar[render.MAX_BAR :] == round(render.BACKGROUND * 255)).all()  # a clip's bar stays at most MAX_BAR

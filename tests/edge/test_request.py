@@ -129,7 +129,7 @@ def test_every_option_is_declared_once_and_means_one_thing():
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
         "transforms", "job", "precision", "steps", "time_jitter", "tv_time", "frames", "start", "clip", "t",
         "class_score", "robustness", "copies", "direction", "images", "diversity", "diversity_layer",
-        "window", "stride", "faithfulness", "faithfulness_steps", "aug_smooth", "eigen_smooth",
+        "window", "stride", "faithfulness", "faithfulness_steps", "aug_smooth", "eigen_smooth", "colormap", "opacity",
     }  # fmt: skip
     for name, users in options.items():
         kinds = {(o.kind, o.lo, o.hi, o.choices, o.help) for _, o in users}

@@ -227,7 +227,13 @@ def test_gradcam_png_as_curl_gets_it(server):
     assert r.headers["Content-Type"].startswith("image/png") and r.content.startswith(PNG)
     from PIL import Image
 
-    assert Image.open(io.BytesIO(r.content)).size == (224, 224)
+    from vizserve import render
+
+    # the 224 px crop beside the map over it, under the title (one line, or more for a long label), over the
+    # colour bar
+    width, height = Image.open(io.BytesIO(r.content)).size
+    below = height - (render.TITLE_H + 224 + render.BAR_BAND)
+    assert width == 2 * 224 + render.GAP and below >= 0 and below % render.TITLE_LINE == 0
 
 
 def test_actmax_is_a_job_that_polls_follow_to_the_images(server):

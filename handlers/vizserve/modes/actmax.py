@@ -352,6 +352,20 @@ class Actmax(Optimizing):
             raise InvalidInput(f"the uploaded image's activation at {layer} is zero everywhere: it gives no direction")
         return tuple(vector.tolist())
 
+    @staticmethod
+    def title(about, video: bool) -> str:
+        """What a preferred image maximizes, for its picture: a class by its label and index, a channel or unit
+        of a layer, else the objective as written back."""
+        if about.get("layer") == "classes":
+            what = f"class {about['label']} ({about['channel']})"
+        elif "channel" in about:
+            unit = f" unit y={about['y']} x={about['x']}" if "y" in about else ""
+            what = f"{about['layer']} channel {about['channel']}{unit}" + (f" t={about['t']}" if "t" in about else "")
+        else:
+            what = about["objective"]
+        sample = f", sample {about['sample']}" if "sample" in about else ""
+        return f"preferred {'video' if video else 'image'} of {what}{sample}"
+
     def present(self, served, values, result):
         images, bases = values["images"], values["bases"]
         entries = []
@@ -370,7 +384,7 @@ class Actmax(Optimizing):
                 about["layer"] = base.layer
             if images > 1:
                 about["sample"] = k % images
-            entries.append(self.entry(values, result, k, **about))
+            entries.append(self.entry(values, result, k, title=self.title(about, result.images.dim() == 5), **about))
         if result.images.dim() == 5:  # preferred videos: each animated too
             for entry, video in zip(entries, result.images, strict=True):
                 add_animation(entry, values, video.transpose(0, 1), served)

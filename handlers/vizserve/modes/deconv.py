@@ -9,7 +9,7 @@ from cnnviz import attribution_map, deconv_projection
 from .. import render
 from ..options import as_int
 from .base import BatchedMode
-from .shared import CHANNEL, LAYER, layer_of
+from .shared import CHANNEL, COLORMAP, LAYER, layer_of, map_scale
 
 
 class Deconv(BatchedMode):
@@ -18,6 +18,7 @@ class Deconv(BatchedMode):
     options = (
         LAYER.but(None, "the last convolutional stage (the model's cam_layer)"),
         CHANNEL.but(None, "the most active one"),
+        COLORMAP,
     )
     needs_input = True
 
@@ -37,15 +38,17 @@ class Deconv(BatchedMode):
         entries = []
         for k, v in enumerate(values):
             heat = attribution_map(projection[k : k + 1], "deconvnet")[0]
-            top = float(heat.max())
+            top, where, ticks = map_scale(heat, signed=False)
+            title = f"deconv of {layer} channel {int(channels[k])} (activation {float(peaks[k]):.3g})"
             entry = {
                 "layer": layer,
                 "channel": int(channels[k]),
                 "activation": float(peaks[k]),
                 "max": top,
-                "image": render.rgb_png(projection[k]),
-                "heatmap": render.heatmap_png(heat / top if top > 0 else heat),
-            }
+                "image": render.rgb_png(projection[k], f"{title}, RGB scaled min..max"),
+                "heatmap": render.map_png(where.cpu(), title=f"{title}, magnitude", ticks=ticks,
+                                          colormap=v["colormap"] or "jet"),
+            }  # fmt: skip
             if v["raw"]:
                 entry["raw"] = render.npy_bytes(projection[k])
             entries.append((entry, None))

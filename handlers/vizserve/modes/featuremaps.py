@@ -27,6 +27,14 @@ NORMALIZE = Option("normalize", "choice", "channel", "channel: each map scaled o
                    "the layer, so strong and weak channels compare", choices=("channel", "layer"))  # fmt: skip
 
 
+def shown(what: str, idx: list[int], count: int, end: str = " shown") -> str:
+    """Which of ``count`` items a picture shows: ``all 32 channels``, or ``channels 0-63 of 256 shown``."""
+    if len(idx) == count:
+        return f"all {count} {what}"
+    span = f"{idx[0]}-{idx[-1]}" if idx == list(range(idx[0], idx[-1] + 1)) else ", ".join(map(str, idx))
+    return f"{what} {span} of {count}{end}"
+
+
 def layer_list(values, served, default, need: str) -> tuple[str, ...]:
     """The ``layers`` option checked for ``need`` (``spatial`` or ``filters``), or ``default``."""
     names = values["layers"]
@@ -61,7 +69,7 @@ class Featuremaps(ForwardMode):
         if fmap.dim() == 4:  # [C, T, h, w]: one row per channel, one column per frame
             channels = min(channels or MAX_CLIP_ROWS, MAX_CLIP_ROWS)
         tiles, idx = featuremap_tiles(fmap, channels, values["normalize"])
-        title = f"{served.spec.arch} {name} feature maps {list(fmap.shape)}, channels {idx[0]}-{idx[-1]}"
+        title = f"{served.spec.arch} {name} feature maps {list(fmap.shape)}, {shown('channels', idx, fmap.shape[0])}"
         if tiles.dim() == 5:
             k, _, t = tiles.shape[:3]
             labels = [str(i) if j == 0 else f"t{j}" for i in idx for j in range(t)]

@@ -6,7 +6,7 @@ from cnnviz import InvalidOption, kernel_matrix, rgb_filter_tiles
 
 from .. import render
 from .base import StaticMode
-from .featuremaps import CHANNELS, LAYERS, layer_list
+from .featuremaps import CHANNELS, LAYERS, layer_list, shown
 
 #: Deeper filters are drawn as a matrix of at most this many rows (output filters) and columns (input channels).
 MAX_MATRIX = 128
@@ -36,18 +36,15 @@ class Filters(StaticMode):
         over_time = "; time to the right" if weight.dim() == 5 else ""
         if weight.shape[1] == 3:
             tiles, idx = rgb_filter_tiles(weight, values["channels"])
-            title = f"{arch} {name} filters {shape} as RGB, {idx[0]}-{idx[-1]}{over_time}"
+            title = f"{arch} {name} filters {shape} as RGB, {shown('filters', idx, shape[0])}{over_time}"
             png = render.grid_png(tiles, [str(i) for i in idx], title)
         else:
             n = min(values["channels"] or MAX_MATRIX, MAX_MATRIX)
             cells, rows, cols = kernel_matrix(weight, n, n)
-            shown = (
-                f"{len(rows)}x{len(cols)} of {shape[0]}x{shape[1]}"
-                if (len(rows), len(cols)) != tuple(shape[:2])
-                else ""
-            )
-            title = f"{arch} {name} filters {shape}: rows out, columns in; blue<0<red{over_time}" + (
-                f"; {shown}" if shown else ""
-            )
+            if (len(rows), len(cols)) == tuple(shape[:2]):
+                subset = f"all {shape[0]} x {shape[1]}"
+            else:
+                subset = f"{shown('rows', rows, shape[0], '')}, {shown('columns', cols, shape[1])}"
+            title = f"{arch} {name} filters {shape}: rows out, columns in, blue < 0 < red{over_time}; {subset}"
             png = render.matrix_png(cells, rows, cols, title)
         return {"layer": name, "shape": shape, "image": png}

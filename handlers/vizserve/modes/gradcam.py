@@ -11,10 +11,12 @@ from cnnviz import AUGMENTATIONS, CAM_METHODS, FullGrad, InputTooLarge, Perturba
 from ..options import Option
 from .base import BatchedMode
 from .shared import (
+    COLORMAP,
     FAITHFULNESS,
     FAITHFULNESS_STEPS,
     LAYER,
     METHOD,
+    OPACITY,
     TARGET,
     attribution_entry,
     class_index,
@@ -47,6 +49,8 @@ class GradCAMMode(BatchedMode):
         EIGEN_SMOOTH,
         FAITHFULNESS,
         FAITHFULNESS_STEPS,
+        COLORMAP,
+        OPACITY,
     )
     needs_input = True
     claims = {"method": tuple(CAM_METHODS)}

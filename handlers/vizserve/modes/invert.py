@@ -31,4 +31,6 @@ class Invert(Optimizing):
 
     def present(self, served, values, result):
         # invert maximizes minus the relative error: report the error itself
-        return self.entry(values, result, 0, names=("start_error", "error"), sign=-1.0, layer=values["layer"])
+        title = f"inverted from {values['layer']}, error {-float(result.end[0]):.3g}"
+        return self.entry(values, result, 0, names=("start_error", "error"), sign=-1.0, title=title,
+                          layer=values["layer"])  # fmt: skip

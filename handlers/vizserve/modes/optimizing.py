@@ -107,7 +107,13 @@ class Optimizing(OptimizeMode):
         return base
 
     @staticmethod
-    def entry(values, result, k: int, names=("start", "end"), sign: float = 1.0, **about) -> dict[str, Any]:
+    def entry(
+        values, result, k: int, names=("start", "end"), sign: float = 1.0, title: str = "", **about
+    ) -> dict[str, Any]:
+        """The response entry of image ``k``; its picture under ``title`` (with a note when the run stopped
+        early)."""
+        if result.stopped_early:
+            title += f"; stopped early after {result.steps} steps"
         entry = {
             **about,
             names[0]: sign * float(result.start[k]),
@@ -115,7 +121,7 @@ class Optimizing(OptimizeMode):
             "steps": result.steps,
             "seconds": round(result.seconds, 3),
             "stopped_early": result.stopped_early,
-            "image": render.image_png(result.images[k]),
+            "image": render.image_png(result.images[k], title),
         }
         if values["raw"]:
             entry["raw"] = render.npy_bytes(result.images[k])

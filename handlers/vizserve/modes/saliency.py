@@ -18,9 +18,11 @@ from cnnviz import (
 from ..options import Option
 from .base import BatchedMode
 from .shared import (
+    COLORMAP,
     FAITHFULNESS,
     FAITHFULNESS_STEPS,
     METHOD,
+    OPACITY,
     TARGET,
     attribution_entry,
     class_index,
@@ -51,7 +53,7 @@ class SaliencyMode(BatchedMode):
     )
     options = (
         METHOD.but(None, "vanilla"), TARGET, SAMPLES, NOISE, IG_STEPS, BASELINE, WINDOW, STRIDE, FAITHFULNESS,
-        FAITHFULNESS_STEPS,
+        FAITHFULNESS_STEPS, COLORMAP, OPACITY,
     )  # fmt: skip
     needs_input = True
     claims = {"method": SALIENCY_METHODS}

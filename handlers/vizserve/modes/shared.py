@@ -42,6 +42,12 @@ FAITHFULNESS = Option("faithfulness", "bool", False, "add the map's deletion and
                       "or inserted into a blurred input, and the area under each")  # fmt: skip
 FAITHFULNESS_STEPS = Option("faithfulness_steps", "int", 16, "faithfulness: points on each curve after the first "
                             "(each costs a forward pass per curve)", 1, MAX_FAITHFULNESS_STEPS)  # fmt: skip
+COLORMAP = Option("colormap", "choice", None, "the colour map of the map's pictures (matplotlib's names; rdbu_r and "
+                  "bwr: blue-white-red); a signed map spans -max .. +max, so that 0 is the middle colour",
+                  choices=tuple(render.COLORMAPS), default_text=f"jet; {render.DIVERGING} for signed maps (blue "
+                  "negative, white 0, red positive)")  # fmt: skip
+OPACITY = Option("opacity", "float", 0.5, "how much of the overlay is the colour map: 0 the input alone, 1 the map "
+                 "alone", 0.0, 1.0)  # fmt: skip
 
 
 def class_index(value: Any, labels: Sequence[str], name: str = "target") -> int:
@@ -78,26 +84,54 @@ def targets_of(values: Sequence[Mapping[str, Any]], logits: torch.Tensor) -> tor
     return torch.where(asked < 0, logits.argmax(1), asked)
 
 
+def number(v: float) -> str:
+    """A value for a picture's scale: 3 significant digits (``0.0321``, ``13.7``, ``3.21e-05``)."""
+    return f"{v:.3g}"
+
+
+def probability(p: float) -> str:
+    """A score for a picture's title: two decimals (``0.87``), or one digit below 0.005 (``0.0003``)."""
+    return f"{p:.2f}" if p >= 0.005 else f"{p:.1g}"
+
+
+def map_scale(heat: torch.Tensor, signed: bool) -> tuple[float, torch.Tensor, tuple[str, ...]]:
+    """``(max, positions, ticks)``: a map's largest value (``signed``: magnitude), its values as positions in [0, 1]
+    along a colour map (0 .. max; ``signed``: -max .. +max, 0 in the middle) and the colour bar's tick labels."""
+    top = float(heat.abs().max() if signed else heat.max())
+    if signed:
+        where = 0.5 + 0.5 * heat / top if top > 0 else torch.full_like(heat, 0.5)
+        return top, where, (f"-{number(top)}", "0", f"+{number(top)}")
+    return top, (heat / top if top > 0 else heat.clamp(0, 0)), ("0", number(max(top, 0.0)))
+
+
 def attribution_entry(
     served: Served, values, x, heat, target: int, probs, *, signed: bool = False, **about
 ) -> dict[str, Any]:
-    """Pictures and numbers for one map ``heat [*S]`` of input ``x [C, *S]``: >= 0, or ``signed`` (the pictures
-    show its magnitude for now; ``raw`` keeps the sign, and ``max`` is the largest magnitude)."""
-    shown = heat.abs() if signed else heat
-    top = float(shown.max())
-    scaled = (shown / top if top > 0 else shown).cpu()
+    """Pictures and numbers for one map ``heat [*S]`` of input ``x [C, *S]``: >= 0, or ``signed`` (then ``max``
+    is the largest magnitude, and the pictures span -max .. +max in a diverging colour map by default). Each
+    picture's title names the method, layer, class and score; its colour bar gives the scale."""
+    top, where, ticks = map_scale(heat, signed)
+    where = where.cpu()
+    label, score = served.labels[target], float(probs[target])
+    colormap = values["colormap"] or (render.DIVERGING if signed else "jet")
+    method = about.get("method", "map")
+    what = f"{method} of {about['layer']}" if about.get("layer") else method
+    title = f"{what} - {label} {probability(score)}" + ("; frames to the right" if heat.dim() == 3 else "")
+    seen = served.seen(x)
+    image, heatmap = render.attribution_pngs(seen, where, title=title, ticks=ticks, colormap=colormap,
+                                             opacity=values["opacity"])  # fmt: skip
     entry = {
         **about,
         "target": target,
-        "label": served.labels[target],
-        "score": float(probs[target]),
+        "label": label,
+        "score": score,
         "signed": signed,
         "max": top,
-        "image": render.overlay_png(served.seen(x), scaled),
-        "heatmap": render.heatmap_png(scaled),
+        "image": image,
+        "heatmap": heatmap,
     }
     if heat.dim() == 3:  # a clip: the overlays animated too
-        add_animation(entry, values, render.overlay_frames(served.seen(x), scaled), served)
+        add_animation(entry, values, render.overlay_frames(seen, where, values["opacity"], colormap), served)
     if values["raw"]:
         entry["raw"] = render.npy_bytes(heat)
     return entry
