@@ -285,6 +285,7 @@ class Panel {
     this.stopped = false;
     this.root.dataset.previews = "0";
     this.$(".preview").removeAttribute("src");
+    this.$(".results").replaceChildren(); // no answer of other settings beside the new one
     this.busy(true);
     this.status(`${mode.name} on ${this.model}...`);
     const started = performance.now();
