@@ -44,11 +44,11 @@ fi
 # The gallery tests open pages in a headless Chromium (Debian's package); install it when we may.
 if [[ "$kind" == dev ]] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian's chromium for the gallery tests" >&2
+    echo "setup: installing Debian's chromium for the gallery and explorer tests" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-      || echo "setup: could not install chromium; the gallery tests will fail until it is there" >&2
+      || echo "setup: could not install chromium; the gallery and explorer tests will fail until it is there" >&2
   else
-    echo "setup: the gallery tests need Chromium: sudo apt-get install chromium (or your system's package)" >&2
+    echo "setup: the gallery and explorer tests need Chromium: sudo apt-get install chromium (or your system's package)" >&2
   fi
 fi
 

@@ -68,6 +68,8 @@ def test_saliency_and_describe_of_a_clip(svc):
     grads = raw_array(out["saliency"]["raw"])
     assert grads.tolist() == [[[0.25, 0.5, 0.25]] * 2] * 2
     assert out["describe"]["modality"] == "video" and out["describe"]["input_shape"] == [3, 2, 2, 3]
+    sampling = {o["name"]: o for o in out["describe"]["input_options"]}
+    assert list(sampling) == ["frames", "start", "clip"] and sampling["frames"]["default"] == 2
 
 
 def test_occlusion_of_a_clip_and_its_faithfulness(svc):

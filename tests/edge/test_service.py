@@ -136,6 +136,11 @@ def test_describe_answers_the_spec_and_every_mode_with_its_options():
         "classes, best first", "min": 1, "max": 1000, "default_text": "5 (or the class count)"}]  # fmt: skip
     assert {o["name"]: o["default"] for o in modes["actmax"]["options"]}["size"] == 3
     assert modes["filters"]["needs_input"] is False and modes["gradcam"]["needs_input"] is True
+    # What a client needs to build its controls: every label, and the methods of each attribution mode.
+    assert d["labels"] == ["zero", "one", "two"] and d["labels_first"] == d["labels"] and d["input_options"] == []
+    methods = {m: {o["name"]: o for o in modes[m]["options"]}["method"]["choices"] for m in ("gradcam", "saliency")}
+    assert methods["gradcam"][0] == "gradcam" and "integrated_gradients" in methods["saliency"]
+    assert not set(methods["gradcam"]) & set(methods["saliency"])
 
 
 def test_requests_take_every_core_while_no_job_runs_and_their_share_while_one_does():

@@ -46,8 +46,16 @@ class Mode:
             "name": self.name,
             "summary": self.summary,
             "needs_input": self.needs_input,
-            "options": [o.describe(served) for o in self.options],
+            "options": [self._described(o, served) for o in self.options],
         }
+
+    def _described(self, option: Option, served: Served) -> dict[str, Any]:
+        """An option's declaration, with the values this mode takes of an option several modes share (``method``)
+        as its ``choices``."""
+        d = option.describe(served)
+        if option.name in self.claims:
+            d["choices"] = list(self.claims[option.name])
+        return d
 
 
 class ForwardMode(Mode):
