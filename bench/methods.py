@@ -22,6 +22,7 @@ import os
 import statistics
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's Score-CAM draws a progress bar per call
@@ -74,31 +75,32 @@ def model_and_input(arch: str) -> tuple[torch.nn.Module, torch.Tensor, str]:
     return model, x, LayerTable(model, tuple(x.shape[1:])).cam_layer
 
 
-def cam_pairs(model, x, layer: str) -> dict[str, dict]:
-    """Per method: ours and pytorch-grad-cam's, each a function returning the map ``[H, W]``."""
+def cam_pairs(model, x, layer: str) -> dict[str, Callable[[], dict]]:
+    """Per method, a function that sets up ours and pytorch-grad-cam's (each a function returning the map
+    ``[H, W]``) and a ``release``. Set up one method at a time: pytorch-grad-cam's hooks record every forward pass
+    of the model until released (its FullGrad's, every layer's output: gigabytes over a Score-CAM run)."""
     module = dict(model.named_modules())[layer]
     targets = torch.tensor([TARGET])
-    pairs = {}
-    for name, peer_cls in PEERS.items():
+
+    def setup(name: str) -> dict:
         if name == "fullgrad":
             ours = CAM_METHODS[name](model, None)
         elif name in ("scorecam", "ablationcam"):
             ours = CAM_METHODS[name](model, layer, max_passes=10**6)  # no cap: the peer has none
         else:
             ours = CAM_METHODS[name](model, layer)
-        peer = peer_cls(model=model, target_layers=[] if name == "fullgrad" else [module])
-        pairs[name] = {
-            "ours": lambda ours=ours: ours(x, targets).cams[0],
-            "peer": lambda peer=peer: torch.from_numpy(peer(input_tensor=x, targets=[ClassifierOutputTarget(TARGET)]))[
-                0
-            ],
+        peer = PEERS[name](model=model, target_layers=[] if name == "fullgrad" else [module])
+        return {
+            "ours": lambda: ours(x, targets).cams[0],
+            "peer": lambda: torch.from_numpy(peer(input_tensor=x, targets=[ClassifierOutputTarget(TARGET)]))[0],
             "peer_name": "pytorch-grad-cam",
             "release": peer.activations_and_grads.release,
         }
-    return pairs
+
+    return {name: (lambda name=name: setup(name)) for name in PEERS}
 
 
-def captum_pairs(model, x) -> dict[str, dict]:
+def captum_pairs(model, x) -> dict[str, Callable[[], dict]]:
     """Per method: ours (:func:`cnnviz.saliency`) and Captum with its defaults, each returning ``[C, H, W]``."""
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     black = baseline("black", mean, std)
@@ -133,14 +135,18 @@ def captum_pairs(model, x) -> dict[str, dict]:
             )
         ),
     }
-    return {m: {"ours": ours(m), "peer": fn, "peer_name": "captum", "release": lambda: None} for m, fn in peers.items()}
+    return {
+        m: (lambda m=m, fn=fn: {"ours": ours(m), "peer": fn, "peer_name": "captum", "release": lambda: None})
+        for m, fn in peers.items()
+    }
 
 
 def measure(arch: str, rounds: int, slow_rounds: int) -> list[dict]:
     model, x, layer = model_and_input(arch)
     rows = []
     for group in (cam_pairs(model, x, layer), captum_pairs(model, x)):
-        for method, pair in group.items():
+        for method, setup in group.items():
+            pair = setup()
             a, b = pair["ours"]().detach(), pair["peer"]().detach()  # warm-up, and the maps to compare
             times = interleaved({"ours": pair["ours"], "peer": pair["peer"]}, slow_rounds if method in SLOW else rounds)
             pair["release"]()
