@@ -127,8 +127,8 @@ def test_every_option_is_declared_once_and_means_one_thing():
         "data", "mode", "topk", "layers", "channels", "raw", "format", "normalize",
         "method", "target", "layer", "channel", "samples", "noise", "ig_steps", "baseline",
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
-        "transforms", "job", "precision", "steps", "time_jitter", "tv_time", "frames", "start", "clip", "t",
-        "class_score", "robustness", "copies", "direction", "images", "diversity", "diversity_layer",
+        "transforms", "job", "precision", "steps", "time_jitter", "tv_time", "time_cycles", "frames", "start", "clip",
+        "t", "class_score", "robustness", "copies", "direction", "images", "diversity", "diversity_layer",
         "window", "stride", "faithfulness", "faithfulness_steps", "aug_smooth", "eigen_smooth", "colormap", "opacity",
     }  # fmt: skip
     for name, users in options.items():

@@ -38,6 +38,10 @@ TIME_JITTER = Option("time_jitter", "int", lambda s: 4 if s.spec.modality == "vi
                      default_text="4 for video models, 0 for images")  # fmt: skip
 TV_TIME = Option("tv_time", "float", 0.0, "video models: penalty on the change from frame to frame (temporal "
                  "smoothness, Feichtenhofer et al. 2019)", 0.0, 100.0)  # fmt: skip
+TIME_CYCLES = Option("time_cycles", "float", lambda s: 1.0 if s.spec.modality == "video" else 0.0, "video models, "
+                     "param=fft: temporal low-pass of the spectrum, amplitudes / (1 + (f_t / this)^2) with f_t in "
+                     "cycles per clip (0: none)", 0.0, 64.0,
+                     default_text="1 for video models, 0 for images")  # fmt: skip
 
 # actmax makes both 2 (modes/actmax.py, ACTMAX_DEFAULTS); invert runs without transforms by default.
 ROBUSTNESS = Option("robustness", "float", 1.0, "multiplies the transforms' pad, jitter, scale and rotation (1: "
@@ -47,7 +51,7 @@ COPIES = Option("copies", "int", 1, "transformed copies of the image per step, e
 
 #: Options of both optimizing modes (invert changes two defaults).
 COMMON = (STEPS, SIZE, PARAM, OPTIMIZER, LR, SEED, INIT, L1, L2, TV, BLUR_EVERY, TRANSFORMS, ROBUSTNESS, COPIES,
-          PRECISION, TIME_JITTER, TV_TIME)  # fmt: skip
+          PRECISION, TIME_JITTER, TV_TIME, TIME_CYCLES)  # fmt: skip
 
 
 class Optimizing(OptimizeMode):
@@ -56,8 +60,10 @@ class Optimizing(OptimizeMode):
 
     def finish(self, values, served, fields):
         video = served.spec.modality == "video"
-        if not video and ("tv_time" in fields or "time_jitter" in fields):
-            raise InvalidOption("options 'tv_time' and 'time_jitter' are for video models; this one takes images")
+        if not video and ("tv_time" in fields or "time_jitter" in fields or "time_cycles" in fields):
+            raise InvalidOption(
+                "options 'tv_time', 'time_jitter' and 'time_cycles' are for video models; this one takes images"
+            )
         if video and values["init"] == "image":
             raise InvalidOption("init=image starts from an uploaded clip, which video models cannot take yet")
         if values["init"] == "image" and "data" not in fields:
@@ -95,6 +101,7 @@ class Optimizing(OptimizeMode):
             frames=served.spec.input_shape[1] if served.spec.modality == "video" else None,
             time_jitter=values["time_jitter"],
             tv_time=values["tv_time"],
+            time_cycles=values["time_cycles"],
             strength=values["robustness"],
             copies=values["copies"],
         )  # fmt: skip
