@@ -380,9 +380,10 @@ class PerturbationCAM(BaseCAM):
         if now + per_pass * (total - done) > self.deadline:
             estimate, budget = per_pass * total, max(0.0, self.deadline - started)
             pace = f"at {per_pass:.3f} s a pass that is about {estimate:.0f} s" if done else "no time is left"
+            skipped = f", {n * c - total} channels that are zero everywhere skipped" if total < n * c else ""
             raise OverBudget(
                 f"{type(self).__name__} runs one forward pass per channel and input ({n} x {c} channels of layer "
-                f"{self.layer!r}: {total} passes); {pace}, over the {budget:.0f} s this batch may take "
+                f"{self.layer!r}: {total} passes{skipped}); {pace}, over the {budget:.0f} s this batch may take "
                 f"(max_busy_seconds): name a layer with fewer channels, send fewer inputs, or use a gradient method "
                 f"such as gradcam",
                 budget_s=round(budget, 1), **({"estimate_s": round(estimate, 1)} if done else {}),
