@@ -178,3 +178,33 @@ def test_stop_ends_the_wait_for_a_job(page):
     page.wait_for_selector("#panel-a[data-busy=false]", timeout=10_000)
     assert a.locator(".status").inner_text().startswith("stopped")
     assert a.locator("[data-kind=actmax]").count() == 0 and time.monotonic() - start < 10
+
+
+def test_filters_saliency_invert_and_a_video_model(page, tmp_path):
+    """The modes the other tests leave out, each to its picture; then a video file for the motion model (last: it
+    replaces the page's input)."""
+    a = page.locator("#panel-a")
+    run(a, "filters", layers="features.0")
+    page.wait_for_selector("#panel-a [data-kind=filters] img", timeout=30_000)
+    assert "filters of features.0" in a.locator("[data-kind=filters] figcaption").inner_text()
+    run(a, "saliency", method="integrated_gradients")
+    page.wait_for_selector("#panel-a [data-kind=saliency] [data-kind=heatmap] img", timeout=30_000)
+    assert "integrated_gradients" in a.locator("[data-kind=saliency] [data-kind=overlay] figcaption").inner_text()
+    run(a, "invert", layer="features.3", steps="16")
+    page.wait_for_selector("#panel-a [data-kind=invert] img.final", timeout=60_000)
+    assert "(16 steps)" in a.locator("[data-kind=invert] figcaption").first.inner_text()
+
+    from examples.motion.motion_data import CLASSES, make_clips, write_video
+
+    clips, labels, _ = make_clips(12, 5)
+    k = next(i for i, c in enumerate(labels.tolist()) if CLASSES[c] == "right")
+    video = tmp_path / "right.mp4"
+    write_video(clips[k], video)
+    a.locator(".model").select_option("motion_viz")
+    page.wait_for_selector("#panel-a[data-ready=true][data-model=motion_viz]", timeout=30_000)
+    page.set_input_files("#file", str(video))
+    page.wait_for_selector("body[data-input='right.mp4']")
+    run(a, "gradcam")
+    page.wait_for_selector("#panel-a [data-kind=gradcam] [data-kind=overlay] img", timeout=30_000)
+    assert a.locator(".bar-label").first.inner_text() == "right (2)"
+    assert a.locator(".error").is_hidden()
