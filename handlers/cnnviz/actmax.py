@@ -108,8 +108,8 @@ def fft_image(
     as smooth patterns are in space. ``time_cycles`` > 0 (video only) divides it further by ``1 + (f_t /
     time_cycles) ** 2``, ``f_t`` in cycles per clip: a temporal low-pass (a prior that what is seen persists over
     the clip; 0: none). Why: with 1/f alone the motion example's preferred "rotating" video was a patch flickering
-    for a few frames that a second model read as "up"; at 1 cycle per clip it is read as rotating in 4 of 6 seeds
-    (1 of 5 without; README "Video")."""
+    for a few frames that a second model read as "up"; at 1 cycle per clip it was read as rotating in 4 of 6 seeds
+    (1 of 5 without), at 0.5 (the service's video default) in 6 of 6, with every other class (README "Video")."""
     shape = _shape(size, frames)
     dims = tuple(range(-len(shape), 0))
     scale = 1.0 / torch.clamp(_freqs(shape, device), min=1.0 / size) ** decay_power

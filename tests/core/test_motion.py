@@ -147,7 +147,7 @@ def test_the_motion_measure_finds_the_motion_of_generated_clips():
 @pytest.fixture(scope="module")
 def preferred():
     """The preferred video of every class, as the service makes them with its defaults for video models (margin
-    objective, transforms twice lucent's size, 2 copies a step, time jitter 4, temporal low-pass at 1 cycle per clip),
+    objective, transforms twice lucent's size, 2 copies a step, time jitter 4, temporal low-pass at 0.5 cycle a clip),
     at 128 steps: ``[6, 3, T, H, W]``."""
     service = motion_service(Limits(max_busy_seconds=1200))  # judged on the whole run, not on this machine's load
     [reply] = service.handle([{"mode": "actmax", "channel": "0-5", "steps": "128", "raw": "true"}])
@@ -158,20 +158,14 @@ def preferred():
 
 
 def test_preferred_videos_are_read_as_their_class_by_the_served_model_and_by_a_second_one(model, judge, preferred):
-    """Every class by the served model (p >= 0.9). By the judge, what holds so far, short of the issue's p >= 0.9 for
-    every class: still, left, right, up and down are its top class, left, right and up with p >= 0.9 in every run
-    (still and down 0.5-1.0, depending on the judge's run). Known gap (README): "rotating" is not required; with the
-    temporal low-pass (time_cycles=1) the judge of seed 1 reads it as rotating in 4 of 6 image seeds (p 1.00; seed
-    0, the one tested, among them), without it in 1 of 5."""
+    """Every class, by the served model and by the judge (another seed), with p >= 0.9: an adversarial video would
+    fool only its own model. Measured with the video defaults (time_cycles 0.5) over image seeds 0-7: the judge
+    reads every class with p >= 0.99 in every seed (README "Video")."""
     with torch.no_grad():
         own = model(normalize(preferred)).softmax(1)
         other = judge(normalize(preferred)).softmax(1)
     assert (own.diagonal() >= 0.9).all(), own.diagonal()
-    for label in ("still", "left", "right", "up", "down"):
-        k = CLASSES.index(label)
-        assert other[k].argmax() == k, (label, other[k])
-        if label in ("left", "right", "up"):
-            assert other[k, k] >= 0.9, (label, other[k])
+    assert (other.diagonal() >= 0.9).all(), dict(zip(CLASSES, other.diagonal().tolist(), strict=True))
 
 
 def test_the_preferred_videos_of_motions_move_that_way(preferred):
