@@ -230,30 +230,27 @@ def main() -> None:
 
 
 def table(result: dict) -> str:
-    """The README's table of a run: medians, ratios to the stock default and (second) to its one-worker variant."""
+    """The README's table of a run: medians, ratios to the stock default and (in brackets) to its one-worker
+    variant."""
     settings = result["applied_settings"]
-    parts = [result[k] for k in ("lone", "twelve_megapixels")]
-    rate = result["throughput"]["median_requests_per_s"]
-    ref = {k: v / rate[STOCK] for k, v in rate.items()}, {k: v / rate[STOCK1] for k, v in rate.items()}
-    clients = result["throughput"]["clients"]
+    lone, big, load = result["lone"], result["twelve_megapixels"], result["throughput"]
+
+    def cells(part: dict, values: str, k: str) -> list[str]:
+        if k not in part[values]:
+            return ["-", "-"]
+        ratios = f"{part['ratio_to_stock_default'][k]:.2f} ({part['ratio_to_stock_1_worker'][k]:.2f})"
+        return [f"{part[values][k]:.1f}", ratios]
+
     lines = [
         "| variant (TorchServe as applied: batch size, delay, workers) | lone request, median ms | ratio to stock "
-        "default (to 1 worker) | 12 MP photo, median ms | ratio | "
-        f"{clients} clients, requests/s | ratio |",
+        f"default (to 1 worker) | 12 MP photo, median ms | ratio | {load['clients']} clients, requests/s | ratio |",
         "|---|---|---|---|---|---|---|",
     ]
-    for k, ms in parts[0]["median_ms"].items():
-        s = settings.get(k.split(",")[0] if k.startswith("ours") else k)
-        name = f"{k} ({s['batchSize']}, {s['maxBatchDelay']} ms, {s['workers']})" if s and k in rate else k
-        cells = [
-            f"{ms:.1f}",
-            f"{parts[0]['ratio_to_stock_default'][k]:.2f} ({parts[0]['ratio_to_stock_1_worker'][k]:.2f})",
-        ]
-        big = parts[1]["median_ms"]
-        cells += [f"{big[k]:.1f}", f"{parts[1]['ratio_to_stock_default'][k]:.2f} "
-                  f"({parts[1]['ratio_to_stock_1_worker'][k]:.2f})"] if k in big else ["-", "-"]  # fmt: skip
-        cells += [f"{rate[k]:.1f}", f"{ref[0][k]:.2f} ({ref[1][k]:.2f})"] if k in rate else ["-", "-"]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for k in lone["median_ms"]:
+        s = settings.get(k)
+        name = f"{k} ({s['batchSize']}, {s['maxBatchDelay']} ms, {s['workers']})" if s else k
+        row = cells(lone, "median_ms", k) + cells(big, "median_ms", k) + cells(load, "median_requests_per_s", k)
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
