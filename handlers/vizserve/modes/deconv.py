@@ -9,7 +9,7 @@ from cnnviz import attribution_map, deconv_projection
 from .. import render
 from ..options import as_int
 from .base import BatchedMode
-from .shared import CHANNEL, COLORMAP, LAYER, layer_of, map_scale
+from .shared import CHANNEL, COLORMAP, LAYER, colormap_of, layer_of, map_scale
 
 
 class Deconv(BatchedMode):
@@ -47,7 +47,7 @@ class Deconv(BatchedMode):
                 "max": top,
                 "image": render.rgb_png(projection[k], f"{title}, RGB scaled min..max"),
                 "heatmap": render.map_png(where.cpu(), title=f"{title}, magnitude", ticks=ticks,
-                                          colormap=v["colormap"] or "jet"),
+                                          colormap=colormap_of(v, signed=False)),
             }  # fmt: skip
             if v["raw"]:
                 entry["raw"] = render.npy_bytes(projection[k])

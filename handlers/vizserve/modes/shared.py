@@ -104,6 +104,11 @@ def map_scale(heat: torch.Tensor, signed: bool) -> tuple[float, torch.Tensor, tu
     return top, (heat / top if top > 0 else heat.clamp(0, 0)), ("0", number(max(top, 0.0)))
 
 
+def colormap_of(values, signed: bool) -> str:
+    """The asked ``colormap``, else the default: diverging for a signed map, jet otherwise."""
+    return values["colormap"] or (render.DIVERGING if signed else "jet")
+
+
 def attribution_entry(
     served: Served, values, x, heat, target: int, probs, *, signed: bool = False, **about
 ) -> dict[str, Any]:
@@ -113,7 +118,7 @@ def attribution_entry(
     top, where, ticks = map_scale(heat, signed)
     where = where.cpu()
     label, score = served.labels[target], float(probs[target])
-    colormap = values["colormap"] or (render.DIVERGING if signed else "jet")
+    colormap = colormap_of(values, signed)
     method = about.get("method", "map")
     what = f"{method} of {about['layer']}" if about.get("layer") else method
     title = f"{what} - {label} {probability(score)}" + ("; frames to the right" if heat.dim() == 3 else "")
