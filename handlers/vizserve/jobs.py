@@ -17,6 +17,11 @@ another worker of the model, or by the worker TorchServe starts after this one d
 a job that was running in a worker that died is reported as lost (its state names the worker's PID, and the PID is
 checked), never as running forever.
 
+Cancelling: :meth:`JobScheduler.cancel` ends a job before its next step with what it has so far (its answer says
+``stopped_early``), as its budget running out would. The worker that runs the job may not be the one that gets the
+cancel (TorchServe picks a worker per request), so the cancel is also a file (``ID.cancel``) that the running
+worker looks for before each step.
+
 This module knows nothing of TorchServe, torch or the modes: a job is any :class:`Work`.
 """
 
@@ -124,7 +129,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class JobStore:
-    """Job states (``ID.json``) and answers (``ID.out``) in one folder per model, private to the server's user."""
+    """Job states (``ID.json``), answers (``ID.out``) and cancel requests (``ID.cancel``) in one folder per model,
+    private to the server's user."""
 
     def __init__(self, folder: Path, limits: JobLimits = JobLimits()) -> None:
         self.folder = Path(folder)
@@ -174,8 +180,14 @@ class JobStore:
         except (OSError, ValueError):
             return None
 
+    def request_cancel(self, job_id: str) -> None:
+        self._write(self._path(job_id, ".cancel"), b"")
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self._path(job_id, ".cancel").exists()
+
     def remove(self, job_id: str) -> None:
-        for suffix in (".out", ".json"):
+        for suffix in (".out", ".json", ".cancel"):
             self._path(job_id, suffix).unlink(missing_ok=True)
 
     def states(self) -> dict[str, dict[str, Any]]:
@@ -233,6 +245,7 @@ class Job:
     recent: deque = field(default_factory=lambda: deque(maxlen=4))  # the last steps' seconds
     snapshot: dict[str, Any] = field(default_factory=dict)  # the state last written (what a poll answers)
     written: float = float("-inf")
+    cancelled: bool = False  # asked to end before its next step
 
     def projected_step(self) -> float:
         return max(self.recent) if self.recent else self.work.first_step_s
@@ -349,6 +362,27 @@ class JobScheduler:
                 "restart loses its running jobs; finished answers survive it); submit it again")})  # fmt: skip
         return _json(202, state)  # running in another worker of this model: its last written state
 
+    def cancel(self, job_id: str) -> Outcome:
+        """Ask a queued or running job to end before its next step, with what it has (as when its budget ends):
+        202 with its state and ``"cancel": "requested"``; a poll then answers its answer. A job already done
+        answers its answer, an unknown one 404 and a lost one 410, as a poll would."""
+        job_id = str(job_id)
+        out = self.poll(job_id)
+        if out.status != 202:
+            return out
+        with self._cond:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.cancelled = True
+                self._cond.notify()
+                return _json(202, {**self._live(job, job.snapshot), "cancel": "requested"})
+        try:  # running in another worker of this model: it finds the request before its next step
+            self.store.request_cancel(job_id)
+        except OSError:
+            log.exception("job %s: could not write its cancel request", job_id)
+            return _json(500, {"code": 500, "type": "InternalServerError", "message": "the cancel was not recorded"})
+        return _json(202, {**json.loads(out.body), "cancel": "requested"})
+
     # -- the scheduler thread -------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -373,10 +407,16 @@ class JobScheduler:
         with self._cond:
             if not self._jobs:
                 return False
-            job = min(self._jobs.values(), key=lambda j: (j.compute, j.submitted))
+            for j in self._jobs.values():  # a cancel that another worker got (a file): a stat a step
+                j.cancelled = j.cancelled or self.store.cancel_requested(j.id)
+            cancelled = [j for j in self._jobs.values() if j.cancelled]
+            job = min(cancelled or self._jobs.values(), key=lambda j: (j.compute, j.submitted))
             ahead = sum(j.projected_step() for j in self._jobs.values())  # a round of every job's next step
         work = job.work
         try:
+            if job.cancelled:
+                self._end(job, work.done < work.steps)
+                return True
             if job.started:
                 reserve = work.reserve_s
                 over_compute = job.compute + job.projected_step() + reserve > self.limits.compute_seconds
@@ -416,7 +456,7 @@ class JobScheduler:
             except Exception:
                 log.exception("job %s: close failed", job.id)
         state = {**self._state(job, "done" if outcome.status < 400 else "failed"), "finished": self._wall(),
-                 "stopped_early": stopped_early}  # fmt: skip
+                 "stopped_early": stopped_early, "cancelled": job.cancelled}  # fmt: skip
         try:
             self.store.write_result(job.id, state, outcome)
         except OSError:

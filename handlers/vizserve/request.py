@@ -43,8 +43,12 @@ CLIP = Option("clip", "float", None, "video models: seconds the frames are sampl
               default_text="frames / the model's frame rate (16 / 15 s for R3D-18)", above=True)  # fmt: skip
 JOB = Option("job", "text", None, "poll an optimization job: its progress while it runs (202), then its answer; "
              "sent alone", default_text="(none)", allowed_text="the ID a 202 answer gave")  # fmt: skip
+CANCEL = Option("cancel", "bool", False, "with 'job' (and nothing else): end that job before its next step; "
+                "polls then answer what it has, marked stopped_early")  # fmt: skip
 #: Options every request may carry, whatever its modes (frames, start and clip: video models only).
-GLOBAL_OPTIONS = (DATA, MODE, FORMAT, RAW, FRAMES, START, CLIP, JOB)
+GLOBAL_OPTIONS = (DATA, MODE, FORMAT, RAW, FRAMES, START, CLIP, JOB, CANCEL)
+#: A job's own requests: a poll (``job`` alone) and a cancel (``job`` and ``cancel``).
+JOB_FIELDS = ({"job"}, {"job", "cancel"})
 #: actmax and invert run as jobs now: a request that still asks to stream is told how to follow one.
 NO_STREAM = (
     "option 'stream' is gone: actmax and invert run as jobs beside the request path; the request is answered at "
@@ -141,11 +145,14 @@ def parse_request(fields: Mapping[str, Any], served: Served, *, explain: bool = 
     if "stream" in fields:
         raise InvalidOption(NO_STREAM)
     if "job" in fields:
-        if len(fields) > 1:
+        if set(fields) not in JOB_FIELDS:
             raise InvalidOption(
-                f"a poll sends field 'job' alone; this one also has {', '.join(sorted(set(fields) - {'job'}))[:80]}"
+                "a poll sends field 'job' alone (a cancel: 'job' and 'cancel'); this one also has "
+                f"{', '.join(sorted(set(fields) - {'job', 'cancel'}))[:80]}"
             )
         raise InvalidOption("this server runs optimizations in the request (no jobs): there is no job to poll")
+    if "cancel" in fields:
+        raise InvalidOption("option 'cancel' ends a job: send it with field 'job' (the ID a 202 answer gave) alone")
     unknown = sorted(set(fields) - set(declared))
     if unknown:
         kserve = {"instances": "kserve", "inputs": "kservev2"}.get(unknown[0])

@@ -6,7 +6,8 @@ inputs, runs the modes by their kind (:mod:`vizserve.modes.base`) and assembles 
 With a job scheduler (:mod:`vizserve.jobs`; the TorchServe handler has one), a request that asks for an
 optimization (actmax, invert) is checked and estimated here, its fast modes are answered here, and its
 optimization becomes a job that runs beside the request path: the request is answered at once (202, a job ID), and
-a later request ``{"job": ID}`` answers the progress, then exactly the reply the request would have had.
+a later request ``{"job": ID}`` answers the progress, then exactly the reply the request would have had;
+``{"job": ID, "cancel": true}`` ends the job at its next step with what it has.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from .decode import NPY_MAGIC, read_image, read_npy
 from .jobs import Busy, JobScheduler, Outcome
 from .modes import MODES, BatchedMode, ForwardMode, OptimizeMode, StaticMode
 from .modes.optimizing import Optimizing, preview
+from .options import as_bool
 from .preprocess import decode_fit, image_transform
-from .request import ANIMATED, VizRequest, fields_of, parse_request
+from .request import ANIMATED, JOB_FIELDS, VizRequest, fields_of, parse_request
 from .served import Limits, Served, smallest_input_side
 from .video import VideoLimits, is_video, read_clip, video_transform
 
@@ -159,8 +161,9 @@ class VizService:
         for i, item in enumerate(items):
             try:
                 fields = fields_of(item)
-                if self.jobs is not None and set(fields) == {"job"}:
-                    replies[i] = replace(self.poll(fields["job"]), modes=("job",))  # its metrics: Mode="job"
+                if self.jobs is not None and set(fields) in JOB_FIELDS:
+                    cancel = "cancel" in fields and as_bool("cancel", fields["cancel"])
+                    replies[i] = replace(self.poll(fields["job"], cancel), modes=("job",))  # its metrics: Mode="job"
                     continue
                 req = parse_request(fields, self.served, explain=bool(explain and explain[i]))
                 if self.jobs is not None and self._optimizations(req):
@@ -431,10 +434,12 @@ class VizService:
         body = {**self.served.header(), **state, "poll": "POST field 'job' with this ID alone to this endpoint"}
         return Reply(202, json.dumps(body).encode())
 
-    def poll(self, job_id: Any) -> Reply:
+    def poll(self, job_id: Any, cancel: bool = False) -> Reply:
+        """A job's progress or answer; with ``cancel``, the job is asked to end first (see JobScheduler.cancel)."""
         if isinstance(job_id, (bytes, bytearray)):
             job_id = bytes(job_id).decode("ascii", "replace")
-        out = self.jobs.poll(str(job_id).strip()[:64])
+        job_id = str(job_id).strip()[:64]
+        out = self.jobs.cancel(job_id) if cancel else self.jobs.poll(job_id)
         return Reply(out.status, out.body, out.content_type)
 
     # -- one reply ----------------------------------------------------------------------------------------------

@@ -252,6 +252,24 @@ def test_an_optimization_is_a_job_whose_answer_equals_the_synchronous_one(svc, j
     assert got == want  # same seed, same steps: the same images, bit for bit
 
 
+def test_a_cancelled_job_answers_what_it_has_at_once(jobs_svc):
+    [accepted] = jobs_svc.handle([{"mode": "actmax", "channel": "circle,3", "steps": "400"}])
+    job = json.loads(accepted.body)["job"]
+    for _ in range(4):  # set-up and 3 steps
+        jobs_svc.jobs.run_once()
+    [bad] = jobs_svc.handle([{"job": job, "cancel": "maybe"}])
+    assert bad.status == 400 and "option 'cancel' must be true or false" in json.loads(bad.body)["message"]
+    [kept] = jobs_svc.handle([{"job": job, "cancel": "false"}])  # a poll
+    assert kept.status == 202 and "cancel" not in json.loads(kept.body)
+    [asked] = jobs_svc.handle([{"job": job, "cancel": "true"}])
+    assert asked.status == 202 and json.loads(asked.body)["cancel"] == "requested" and asked.modes == ("job",)
+    assert jobs_svc.jobs.run_once() and not jobs_svc.jobs.run_once()  # one unit ended it
+    [done] = jobs_svc.handle([{"job": job}])
+    entries = json.loads(done.body)["actmax"]
+    assert done.status == 200 and [(e["steps"], e["stopped_early"]) for e in entries] == [(3, True)] * 2
+    assert all(e["end"] != e["start"] for e in entries) and entries[0]["image"]
+
+
 def test_a_job_keeps_format_png_and_the_fast_modes_of_its_request(jobs_svc):
     [png] = jobs_svc.handle([{"mode": "actmax", "channel": "1", "steps": "2", "format": "png"}])
     [inv] = jobs_svc.handle([{"data": png_of_shape(), "mode": "invert", "layer": "features.3", "steps": "4"}])

@@ -237,3 +237,63 @@ def test_a_folder_of_someone_else_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)
     with pytest.raises(PermissionError, match="belongs to uid"):
         JobStore(tmp_path)
+
+
+def test_a_cancelled_job_ends_before_its_next_step_with_what_it_has(tmp_path):
+    sched, clock = scheduler(tmp_path, progress_every=0.0)
+    slow, other = FakeWork(clock, "slow", steps=100), FakeWork(clock, "other", steps=3)
+    job = sched.submit(slow, {"mode": "fake"})["job"]
+    later = sched.submit(other, {})["job"]
+    for _ in range(5):  # set-ups of both, then steps shared least compute first
+        sched.run_once()
+    done_before = slow.done
+    out = sched.cancel(job)
+    state = json.loads(out.body)
+    assert out.status == 202 and state["cancel"] == "requested" and state["job"] == job and state["mode"] == "fake"
+    assert sched.run_once()  # the cancelled job goes first, whatever its compute, and ends
+    assert slow.done == done_before and slow.closed and not other.closed
+    answer = sched.poll(job)
+    assert answer.status == 200 and json.loads(answer.body) == {
+        "name": "slow",
+        "steps": done_before,
+        "stopped_early": True,
+    }
+    assert sched.store.read_state(job)["cancelled"] is True and sched.store.read_state(job)["stopped_early"] is True
+    assert sched.cancel(job).body == answer.body  # too late: the answer, as a poll gives it
+    run_all(sched)
+    assert json.loads(sched.poll(later).body)["steps"] == 3 and sched.store.read_state(later)["cancelled"] is False
+
+
+def test_a_job_cancelled_while_queued_answers_its_set_up_alone(tmp_path):
+    sched, clock = scheduler(tmp_path)
+    work = FakeWork(clock, "w", steps=10)
+    job = sched.submit(work, {})["job"]
+    assert sched.cancel(job).status == 202
+    run_all(sched)
+    assert json.loads(sched.poll(job).body) == {"name": "w", "steps": 0, "stopped_early": True} and work.log == []
+
+
+def test_a_cancel_that_another_worker_gets_reaches_the_running_one(tmp_path):
+    sched, clock = scheduler(tmp_path, progress_every=0.0)
+    other = JobScheduler(JobStore(tmp_path), sched.limits, thread=False, clock=clock, wall=clock)
+    other.pid = os.getpid() + 1  # another worker of the model: the job is not among its own
+    work = FakeWork(clock, "w", steps=50)
+    job = sched.submit(work, {})["job"]
+    sched.run_once()
+    sched.run_once()
+    out = other.cancel(job)
+    assert out.status == 202 and json.loads(out.body)["cancel"] == "requested" and (tmp_path / f"{job}.cancel").exists()
+    assert other.run_once() is False  # nothing of its own to run
+    sched.run_once()
+    assert work.done == 1 and work.closed and json.loads(other.poll(job).body)["stopped_early"] is True
+    clock.t += sched.limits.keep_seconds + 1
+    sched.store.sweep(clock())
+    assert not list(tmp_path.iterdir())  # the cancel file goes with the job
+
+
+def test_cancelling_unknown_and_lost_jobs_answers_as_a_poll(tmp_path):
+    sched, clock = scheduler(tmp_path)
+    assert sched.cancel("nope").status == 404 and sched.cancel("A" * 22).status == 404
+    job = "x" * 22
+    sched.store.write_state(job, {"job": job, "state": "running", "pid": os.getpid(), "updated": clock()})
+    assert sched.cancel(job).status == 410 and not (tmp_path / f"{job}.cancel").exists()

@@ -87,8 +87,9 @@ def test_modes_without_an_image(table):
         (
             {"job": "abc", "mode": "classify"},
             InvalidOption,
-            "a poll sends field 'job' alone; this one also has data, mode",
+            "a poll sends field 'job' alone \\(a cancel: 'job' and 'cancel'\\); this one also has data, mode",
         ),
+        ({"cancel": "true"}, InvalidOption, "option 'cancel' ends a job: send it with field 'job'"),
         ({"normalize": "global", "mode": "featuremaps"}, InvalidOption, "'normalize' must be one of channel, layer"),
         ({"normalize": "layer"}, InvalidOption, "'normalize' is used by mode featuremaps; add it to mode"),
         ({"layers": "features.0"}, InvalidOption, "'layers' is used by mode featuremaps and filters"),
@@ -109,6 +110,12 @@ def test_bad_options_name_the_problem(table, fields, error, match):
         parse(table, data=b"img", **fields)
 
 
+def test_a_poll_or_a_cancel_without_jobs_is_refused(table):
+    for fields in ({"job": "abc"}, {"job": "abc", "cancel": "true"}):
+        with pytest.raises(InvalidOption, match="runs optimizations in the request \\(no jobs\\)"):
+            parse(table, **fields)
+
+
 def test_bad_base64(table):
     with pytest.raises(InvalidInput, match="not valid base64"):
         parse(table, data="@@@@")
@@ -127,7 +134,8 @@ def test_every_option_is_declared_once_and_means_one_thing():
         "data", "mode", "topk", "layers", "channels", "raw", "format", "normalize",
         "method", "target", "layer", "channel", "samples", "noise", "ig_steps", "baseline",
         "y", "x", "param", "optimizer", "lr", "size", "seed", "init", "init_weight", "l1", "l2", "tv", "blur_every",
-        "transforms", "job", "precision", "steps", "time_jitter", "tv_time", "time_cycles", "frames", "start", "clip",
+        "transforms", "job", "cancel", "precision", "steps", "time_jitter", "tv_time", "time_cycles", "frames", "start",
+        "clip",
         "t", "class_score", "robustness", "copies", "direction", "images", "diversity", "diversity_layer",
         "window", "stride", "faithfulness", "faithfulness_steps", "aug_smooth", "eigen_smooth", "colormap", "opacity",
     }  # fmt: skip
