@@ -134,12 +134,18 @@ def main() -> int:
     return 0
 
 
-def follow(args: argparse.Namespace, job: str, every: float = 1.0, show=None) -> requests.Response:
+def follow(
+    args: argparse.Namespace, job: str, every: float = 1.0, show=None, cancel: bool = False
+) -> requests.Response:
     """Poll a job (POST field job=ID) until it is no longer queued or running, calling ``show`` with each progress
-    state (202); returns the final response (the request's answer, or its error)."""
+    state (202); returns the final response (the request's answer, or its error). ``cancel``: the first poll asks
+    the server to end the job at its next step (field cancel=true), so the answer is what it has made so far."""
     while True:
-        time.sleep(every)
-        r = requests.post(endpoint(args), data={"job": job}, headers=auth(args), timeout=60)
+        if not cancel:
+            time.sleep(every)
+        fields = {"job": job, "cancel": "true"} if cancel else {"job": job}
+        cancel = False
+        r = requests.post(endpoint(args), data=fields, headers=auth(args), timeout=60)
         if r.status_code != 202:
             return r
         if show is not None:
@@ -155,30 +161,42 @@ def job_bar(state: dict) -> None:
           f"{state['elapsed_s']:.0f} s{best}", end="", flush=True)  # fmt: skip
 
 
-def early_mark(entry: dict) -> str:
-    """What marks an optimization's result that stopped early (its budget ran out), wherever it is shown; ''
-    for one that ran all its steps."""
+def early_mark(entry: dict, cancelled: bool = False) -> str:
+    """What marks an optimization's result that stopped early (its budget ran out, or ``cancelled`` by the user),
+    wherever it is shown; '' for one that ran all its steps."""
     steps = f"{entry['steps']} step{'s' * (entry['steps'] != 1)}"
-    return f"stopped early after {steps} (budget ran out)" if entry.get("stopped_early") else ""
+    why = "cancelled" if cancelled else "budget ran out"
+    return f"stopped early after {steps} ({why})" if entry.get("stopped_early") else ""
 
 
 def call(args: argparse.Namespace, fields: dict, image: Path | None = None, every: float = 1.0) -> dict:
-    """One request and its answer; an optimization job (202) is polled until it ends, its progress shown. Exits
-    with a plain message when the server cannot be reached or answers an error."""
+    """One request and its answer; an optimization job (202) is polled until it ends, its progress shown. Ctrl-C
+    while it runs cancels the job and waits for what it has made so far (``"cancelled": true`` is then added to the
+    answer); a second Ctrl-C leaves. Exits with a plain message when the server cannot be reached or answers an
+    error."""
     files = {"data": (image.name, image.read_bytes())} if image else None
+    cancelled = False
     try:
         r = requests.post(endpoint(args), data=fields, files=files, headers=auth(args), timeout=300)
         if r.status_code == 202:  # an optimization job: poll it, showing the progress
             state = r.json()
             print(f"  job {state['job']}: about {state.get('estimate_s', '?')} s of compute "
                   f"(budget {state['budget']['compute_s']} s)")  # fmt: skip
-            r = follow(args, state["job"], every, show=job_bar)
+            try:
+                r = follow(args, state["job"], every, show=job_bar)
+            except KeyboardInterrupt:
+                print(f"\n  cancelling job {state['job']}: it ends at its next step (Ctrl-C again to leave)")
+                cancelled = True
+                r = follow(args, state["job"], every, show=job_bar, cancel=True)
             print()
     except requests.ConnectionError:
         sys.exit(unreachable(args))
     if r.status_code != 200:
         sys.exit(error_text(r))
-    return r.json()
+    out = r.json()
+    if cancelled:
+        out["cancelled"] = True
+    return out
 
 
 def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) -> dict:
@@ -203,7 +221,8 @@ def call_and_save(args: argparse.Namespace, fields: dict, image: Path | None) ->
             about = entry.get("label", f"channel{entry.get('channel', '')}").replace(" ", "-")
             name = f"{stem}_{out['arch']}_{kind}_{entry['layer']}_{about}"
             (folder / f"{name}.png").write_bytes(base64.b64decode(entry["image"]))
-            done = early_mark(entry).replace("stopped early", "STOPPED EARLY") or f"after {entry['steps']} steps"
+            done = early_mark(entry, out.get("cancelled", False)).replace("stopped early", "STOPPED EARLY")
+            done = done or f"after {entry['steps']} steps"
             print(f"  saved {folder / name}.png  ({done}, {entry['seconds']} s)")
     for kind in ("gradcam", "saliency", "deconv"):
         entry = out.get(kind)

@@ -270,9 +270,12 @@ class Panel {
     this.root.dataset.busy = String(on);
   }
 
+  // Stop: the server ends the job at its next step (field cancel with the job's ID); its answer, what the job
+  // made so far, marked stopped early, comes back as a poll's and is shown as any other.
   stop() {
     this.stopped = true;
-    if (this.controller) this.controller.abort();
+    this.$(".stop").disabled = true;
+    this.status("stopping: the job ends at its next step...");
   }
 
   async run() {
@@ -283,6 +286,7 @@ class Panel {
     const form = this.form();
     this.controller = new AbortController();
     this.stopped = false;
+    this.$(".stop").disabled = false;
     this.root.dataset.previews = "0";
     this.$(".preview").removeAttribute("src");
     this.$(".results").replaceChildren(); // no answer of other settings beside the new one
@@ -300,11 +304,11 @@ class Panel {
       const out = type.includes("json") ? await r.json() : null;
       this.$(".results").replaceChildren();
       if (out) this.render(out);
-      this.status(`${mode.name} on ${this.model}: ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      const took = `${((performance.now() - started) / 1000).toFixed(1)} s`;
+      this.status(this.stopped ? `stopped: ${mode.name} on ${this.model} answered what it had after ${took}` : `${mode.name} on ${this.model}: ${took}`);
       this.root.dataset.done = String(Number(this.root.dataset.done || 0) + 1);
     } catch (e) {
-      if (e.name === "AbortError") this.status("stopped (the job goes on on the server until its budget ends; its answer is not fetched)");
-      else this.error(`cannot reach the explorer: ${e.message}`);
+      this.error(`cannot reach the explorer: ${e.message}`);
     } finally {
       this.busy(false);
       this.controller = null;
@@ -316,6 +320,7 @@ class Panel {
     this.busy(true, true);
     let jobState = first;
     const seen = new Set();
+    let cancelled = false;
     for (;;) {
       const stepText = `${jobState.state}: step ${jobState.step ?? 0} of ${jobState.steps ?? "?"}`;
       const eta = jobState.eta_s !== undefined ? `, about ${Math.ceil(jobState.eta_s)} s left` : (jobState.estimate_s !== undefined ? `, about ${Math.ceil(jobState.estimate_s)} s of compute` : "");
@@ -329,9 +334,12 @@ class Panel {
         this.root.dataset.previews = String(seen.size);
       }
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-      if (this.stopped) throw new DOMException("stopped", "AbortError");
       const poll = new FormData();
       poll.append("job", first.job);
+      if (this.stopped && !cancelled) {
+        poll.append("cancel", "true");
+        cancelled = true;
+      }
       const r = await api(this.model, poll, this.controller.signal);
       if (r.status !== 202) {
         this.$(".job").hidden = true;
