@@ -105,6 +105,7 @@ def test_the_time_budget_cuts_a_long_optimization():
         ({"mode": "actmax", "channel": "1", "tv": "inf"}, r"'tv' must be a number"),
         ({"mode": "actmax", "channel": "1", "init_weight": "1e9"}, r"'init_weight' must be a number"),
         ({"mode": "actmax", "channel": "1", "blur_every": "1001"}, r"'blur_every' must be a whole number in 0\.\.1000"),
+        ({"mode": "actmax", "channel": "1", "blur_every": "4"}, r"'blur_every' blurs pixel parameters \(param=pixel\)"),
         ({"mode": "actmax", "channel": "1", "seed": "-3"}, r"'seed' must be a whole number"),
         ({"mode": "actmax", "channel": "1", "param": "cppn"}, "'param' must be one of fft, pixel"),
         ({"mode": "actmax", "channel": "1", "optimizer": "lbfgs"}, "'optimizer' must be one of adam, sgd"),

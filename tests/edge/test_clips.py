@@ -111,6 +111,10 @@ def test_a_preferred_video_through_the_service_and_its_preview(svc):
     assert strip.size == (2 * 64 + 3, 64 + 2)
     [bad] = svc.handle([{"mode": "actmax", "channel": "0", "init": "image", "data": CLIP}])
     assert bad.status == 400 and "uploaded clip" in bad.body.decode()
+    [pixel] = svc.handle([{"mode": "actmax", "channel": "0", "param": "pixel", "time_cycles": "0.5"}])
+    assert pixel.status == 400 and "low-passes the Fourier parameterization (param=fft)" in pixel.body.decode()
+    [pixel] = svc.handle([{"mode": "actmax", "channel": "0", "param": "pixel", "steps": "1", "size": "16"}])
+    assert pixel.status == 200, pixel.body  # the video default (time_cycles 0.5) is not in the way of param=pixel
 
 
 def test_a_video_file_and_a_npy_clip_through_a_video_model():
