@@ -314,20 +314,25 @@ class VizService:
     def _optimizations(req: VizRequest) -> list[str]:
         return [m for m in req.modes if isinstance(MODES[m], OptimizeMode)]
 
-    def calibrate(self) -> dict[str, float]:
+    def calibrate(self, least_s: float = 2.0, most_rounds: int = 8) -> dict[str, float]:
         """What an optimization costs on this worker, measured once (cached): actmax of one class image at the
         model's input size and at half of it, with the default options but one transformed copy a step (after a
-        warm-up); the set-up, the shortest of five steps and the final scoring and encoding of each (the least of
-        three runs: a calibration taken while the machine was briefly busy set every estimate 3x too high), fitted
-        as ``fixed + per_image x n`` (``n``: images of the input size). The TorchServe handler calls it at model
-        load, before any request."""
+        warm-up); the set-up, the shortest of five steps and the final scoring and encoding, each the least over
+        rounds of both sizes (at least two, and until ``least_s`` seconds were spent or ``most_rounds`` ran: a
+        small model's rounds take milliseconds, and a calibration taken while the machine was busy for a moment set
+        every estimate 3x too high), fitted as ``fixed + per_image x n`` (``n``: images of the input size). The
+        TorchServe handler calls it at model load, before any request."""
         if self._cost is None:
             side = self.spec.input_shape[-1]
             half = max(self.spec.min_side or 16, 16, side // 2)
             self._warm_up(half)
-            # the least of two runs, part by part: other work on the machine only ever slows a run down
-            small, full = ({k: min(run[k] for run in runs) for k in runs[0]} for runs in
-                           ([self._measure(n) for _ in range(3)] for n in (half, side)))  # fmt: skip
+            runs: dict[int, list[dict[str, float]]] = {half: [], side: []}
+            t0 = time.perf_counter()
+            while len(runs[side]) < 2 or (time.perf_counter() - t0 < least_s and len(runs[side]) < most_rounds):
+                for n in runs:  # the sizes in turn: a busy moment slows a round of both, not all runs of one
+                    runs[n].append(self._measure(n))
+            # part by part, the least: other work on the machine only ever slows a run down
+            small, full = ({k: min(run[k] for run in runs[n]) for k in runs[n][0]} for n in (half, side))
             n_small = (half / side) ** 2
             cost: dict[str, float] = {}
             for part in ("setup", "step", "finish"):
