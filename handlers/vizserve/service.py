@@ -115,6 +115,7 @@ class VizService:
             self._video_transform = video_transform(pre.resize, pre.crop, pre.mean, pre.std, pre.interpolation)
         self.jobs = jobs
         self._cost: dict[str, float] | None = None  # calibration of an optimization step (calibrate())
+        self._scale = 1.0  # what the jobs' measured steps say of the calibration (learn())
         # torch threads of the request thread: (while no job runs, while one does); None: left as they are.
         # Set by load_service: every core for requests alone, the share split_threads leaves beside a job.
         self.request_threads: tuple[int, int] | None = None
@@ -390,11 +391,11 @@ class VizService:
         encoding at the same scale. Raises :class:`cnnviz.OverBudget` (422) when it is over ``refuse_factor`` x the
         budget, or when not even its set-up, one step and its answer fit the budget; between 1x and
         ``refuse_factor`` x, the job runs and stops early with what it has."""
-        cost, limits = self.calibrate(), self.limits
+        cost, limits, scale = self.calibrate(), self.limits, self._scale
         side = self.spec.input_shape[-1]
 
         def part(name: str, n: float) -> float:
-            return cost[f"{name}_fixed_s"] + cost[f"{name}_per_image_s"] * n
+            return (cost[f"{name}_fixed_s"] + cost[f"{name}_per_image_s"] * n) * scale
 
         def step(v: dict, n: float) -> float:  # each transformed copy is a forward and a backward of its own
             return part("step", n) * (v["copies"] if v["transforms"] else 1)
@@ -425,7 +426,16 @@ class VizService:
                 f"or when not one step fits; {advice}: ask for fewer steps, fewer targets or a smaller size",
                 estimate_s=round(total, 1), limit_s=limit, budget_s=limits.max_busy_seconds, max_steps=fit,
             )  # fmt: skip
-        return {**about, "reserve_s": reserve, "first_step_s": step_s, "exact_s": total}
+        return {**about, "reserve_s": reserve, "first_step_s": step_s, "exact_s": total, "scale": scale}
+
+    def learn(self, estimate: Mapping[str, Any], step_times: Sequence[float]) -> None:
+        """Correct later estimates by what a job's steps took: the calibration at model load may have run while
+        the machine was busy (every model of a server calibrates at once), which made estimates 3x too high. The
+        shortest of the job's steps (at least 4) over the step it was estimated at rescales every part, between
+        1/20 and 20 times the calibration."""
+        if len(step_times) >= 4 and estimate["first_step_s"] > 0:
+            scale = estimate["scale"] * min(step_times) / estimate["first_step_s"]
+            self._scale = min(20.0, max(0.05, scale))
 
     def _submit(self, req, x, results, read, estimate) -> Reply:
         work = _RequestWork(self, req, x, results, read, estimate)
@@ -486,6 +496,8 @@ class _RequestWork:
         self.done = 0
         self.reserve_s = estimate["reserve_s"]
         self.first_step_s = estimate["first_step_s"]
+        self.estimate = estimate
+        self.step_times: list[float] = []  # of the first optimization's steps: its estimate is of those
         self._base = 0
         self._current: tuple[str, Any] | None = None
 
@@ -496,7 +508,10 @@ class _RequestWork:
                 self._current = (name, MODES[name].start(self.served, self.req.values[name], self.x))
             return
         name, opt = self._current
+        t0 = time.perf_counter()
         opt.step()
+        if self._base == 0:
+            self.step_times.append(time.perf_counter() - t0)
         self.done = self._base + opt.done
         if opt.finished:
             self._complete(False)
@@ -510,6 +525,7 @@ class _RequestWork:
         self._current = None
 
     def finish(self, stopped_early: bool) -> Outcome:
+        self.service.learn(self.estimate, self.step_times)
         if self._current is not None:
             self._complete(stopped_early)
         while self.pending:  # never started (out of time): what the set-up gives, no steps

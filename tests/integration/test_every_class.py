@@ -61,7 +61,11 @@ def test_every_class_in_batches_stopped_after_the_first_and_resumed(server, tmp_
 
 
 def test_a_batch_that_runs_out_of_its_budget_is_marked_stopped_early(server, tmp_path):
-    # shapes_short_viz has a 3 s budget; the most steps the server admits (3x the budget) run out of it
+    # shapes_short_viz has a 3 s budget; the most steps the server admits (3x the budget) run out of it. Its
+    # estimate was calibrated at load, while every model of the server started at once on 2 cores (up to 3x too
+    # high); a first job of the same shape corrects it (VizService.learn), as any job does on a real server.
+    first, _ = server.job("shapes_short_viz", data={"mode": "actmax", "channel": "0-5", "steps": "8", "size": "128"})
+    assert first.status_code == 200, first.text[:300]
     probe = server.post("shapes_short_viz", data={"mode": "actmax", "channel": "0-5", "steps": "2048", "size": "128"})
     assert probe.status_code == 422 and probe.json()["max_steps"] >= 1, probe.text[:300]
     steps = str(probe.json()["max_steps"])
@@ -70,11 +74,10 @@ def test_a_batch_that_runs_out_of_its_budget_is_marked_stopped_early(server, tmp
     assert run.returncode == 0, run.stderr
     m = manifest(out)
     if m["stopped_early"] == 0 and all(e["seconds"] < 3 for e in m["classes"]):
-        # The most steps admitted run out of the budget only if the worker's estimate (calibrated at model load) is
-        # within 3x of the real cost; with every model of the server starting at once on 2 cores it can be more.
+        # Only if the machine turned 3x faster between the first job and these (a busy moment passed).
         pytest.skip(
             f"the job of {steps} admitted steps fit the 3 s budget ({m['classes'][0]['seconds']} s): the "
-            "worker's estimate, calibrated at load, was over 3x the real cost, so nothing here can run out"
+            "worker's estimate, corrected by a first job, was still over 3x the real cost, so nothing could run out"
         )
     assert m["done"] == 6 and m["stopped_early"] == 6 and all(e["steps"] < int(steps) for e in m["classes"])
     assert "over the job budget of 3 s" in run.stderr and "6 classes stopped early" in run.stdout
