@@ -446,7 +446,8 @@ class VizService:
         except Busy as busy:
             work.close()
             raise TooManyJobs(str(busy), retry_after_s=busy.retry_after) from None
-        body = {**self.served.header(), **state, "poll": "POST field 'job' with this ID alone to this endpoint"}
+        poll = "POST field 'job' with this ID alone to this endpoint; add cancel=true to end it now"
+        body = {**self.served.header(), **state, "poll": poll}
         return Reply(202, json.dumps(body).encode())
 
     def poll(self, job_id: Any, cancel: bool = False) -> Reply:
