@@ -8,7 +8,8 @@ forwards the page's requests to TorchServe, adding the key there, so the key nev
 
   GET  /api/models                  the served models (TorchServe's management API, with the management key)
   POST /api/predictions/MODEL       forwarded as it is to SERVER/predictions/MODEL (a request, or the poll of an
-                                    optimization job: field job=ID), answered with TorchServe's status and body
+                                    optimization job: field job=ID, with cancel=true for Stop), answered with
+                                    TorchServe's status and body
 
 The page builds its controls from the model's own mode=describe and mode=layers answers. Only the configured
 server is ever called, model names are checked (letters, digits, '_', '-', '.': never a path), and a request body

@@ -367,15 +367,15 @@ class JobScheduler:
         202 with its state and ``"cancel": "requested"``; a poll then answers its answer. A job already done
         answers its answer, an unknown one 404 and a lost one 410, as a poll would."""
         job_id = str(job_id)
-        out = self.poll(job_id)
-        if out.status != 202:
-            return out
         with self._cond:
             job = self._jobs.get(job_id)
             if job is not None:
                 job.cancelled = True
                 self._cond.notify()
                 return _json(202, {**self._live(job, job.snapshot), "cancel": "requested"})
+        out = self.poll(job_id)
+        if out.status != 202:
+            return out
         try:  # running in another worker of this model: it finds the request before its next step
             self.store.request_cancel(job_id)
         except OSError:

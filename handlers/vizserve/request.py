@@ -55,7 +55,7 @@ NO_STREAM = (
     "once (202) with a job ID, and a POST of field 'job' with that ID alone answers the progress (with a preview) "
     "while it runs and the result when it is done"
 )
-_VIDEO_INPUT = (FRAMES, START, CLIP)
+VIDEO_INPUT = (FRAMES, START, CLIP)
 #: Modes whose entries carry an animation for a clip, in the order format=webp|apng|gif|mp4 picks the first.
 ANIMATED = ("gradcam", "saliency", "actmax", "featuremaps")
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -183,8 +183,8 @@ def parse_request(fields: Mapping[str, Any], served: Served, *, explain: bool = 
     raw = RAW.parse(fields.get("raw", RAW.default))
     clip: dict[str, Any] = {}
     if served.spec.modality == "video":
-        clip = {o.name: o.parse(fields[o.name]) if o.name in fields else o.default_for(served) for o in _VIDEO_INPUT}
-    elif any(o.name in fields for o in _VIDEO_INPUT):
+        clip = {o.name: o.parse(fields[o.name]) if o.name in fields else o.default_for(served) for o in VIDEO_INPUT}
+    elif any(o.name in fields for o in VIDEO_INPUT):
         raise InvalidOption(f"options 'frames', 'start' and 'clip' sample a video; {served.spec.arch} takes images")
     for name, users in declared.items():
         modes_of = [m for m, _ in users if m]

@@ -10,7 +10,7 @@ class Describe(StaticMode):
     summary = "the model's spec (input, preprocessing, labels, default layers) and every mode with its options"
 
     def present(self, served, values):
-        from ..request import _VIDEO_INPUT  # the request parser imports the modes
+        from ..request import VIDEO_INPUT  # the request parser imports the modes
         from . import MODES  # the registry imports this module
 
         video = served.spec.modality == "video"
@@ -20,5 +20,5 @@ class Describe(StaticMode):
             "min_side": served.spec.min_side,
             "modes": [mode.describe(served) for mode in MODES.values()],
             # How a video is sampled (frames, start, clip): options of every request to a video model.
-            "input_options": [o.describe(served) for o in _VIDEO_INPUT] if video else [],
+            "input_options": [o.describe(served) for o in VIDEO_INPUT] if video else [],
         }

@@ -65,10 +65,10 @@ class Optimizing(OptimizeMode):
                 "options 'tv_time', 'time_jitter' and 'time_cycles' are for video models; this one takes images"
             )
         # each shapes one parameterization only: asked for with the other, it would be ignored without a word
-        if values.get("time_cycles", 0) > 0 and "time_cycles" in fields and values["param"] != "fft":
+        if values["time_cycles"] > 0 and "time_cycles" in fields and values["param"] != "fft":
             raise InvalidOption("option 'time_cycles' low-passes the Fourier parameterization (param=fft); with "
                                 f"param={values['param']} use tv_time for smoothness over time")  # fmt: skip
-        if values.get("blur_every", 0) > 0 and values["param"] != "pixel":
+        if values["blur_every"] > 0 and values["param"] != "pixel":
             raise InvalidOption(f"option 'blur_every' blurs pixel parameters (param=pixel); param={values['param']} "
                                 "is smooth already: leave blur_every out")  # fmt: skip
         if video and values["init"] == "image":
