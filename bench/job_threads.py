@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "handlers")]
 
 from cnnviz import build_model, random_state_dict, torchvision_spec  # noqa: E402
-from vizserve import Limits, VizService  # noqa: E402
+from vizserve import JobSettings, Limits, ServerConfig, VizService  # noqa: E402
 from vizserve.loading import job_scheduler  # noqa: E402
 
 
@@ -56,7 +56,9 @@ def main() -> None:
         torch.set_num_threads(request_threads)
         svc = VizService(model.eval(), torchvision_spec("alexnet"), device=torch.device("cpu"), name="alexnet_viz",
                          limits=replace(Limits(), job_threads=job_threads or 1))  # fmt: skip
-        svc.jobs = job_scheduler("alexnet_viz", svc.limits, tempfile.mkdtemp())
+        svc.jobs = job_scheduler(
+            "alexnet_viz", ServerConfig(limits=svc.limits, jobs=JobSettings(dir=tempfile.mkdtemp()))
+        )
         svc.handle([{"data": image}])  # warm
         if job_threads:
             [r] = svc.handle([{"mode": "actmax", "layer": "features.10", "channel": "0-7", "steps": "100"}])

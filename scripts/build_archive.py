@@ -106,19 +106,23 @@ def full_spec(arch: str, spec: ModelSpec, state: dict[str, torch.Tensor], tag: s
 
 
 def model_config(spec: ModelSpec, args: argparse.Namespace) -> dict:
+    """model-config.yaml: TorchServe's settings, and the server's configuration in its ``handler:`` section, by
+    section (:class:`vizserve.config.ServerConfig` reads it and refuses what it does not know)."""
+    limits = {
+        "max_image_pixels": args.max_image_pixels,
+        "max_input_side": args.max_input_side,
+        "max_busy_seconds": args.max_busy_seconds,
+    }
+    limit = max_response_size(Path(args.config))
+    if limit:
+        limits["max_response_bytes"] = limit
     handler = {
         "arch": spec.arch,
         "weights": spec.weights,
         "weights_file": "weights.pt",
-        "max_image_pixels": args.max_image_pixels,
-        "max_input_side": args.max_input_side,
-        "max_busy_seconds": args.max_busy_seconds,
-        "job_wall_seconds": args.job_wall_seconds,
-        "max_jobs": args.max_jobs,
+        "limits": limits,
+        "jobs": {"wall_seconds": args.job_wall_seconds, "max_jobs": args.max_jobs},
     }
-    limit = max_response_size(Path(args.config))
-    if limit:
-        handler["max_response_bytes"] = limit
     return {
         "minWorkers": args.workers,
         "maxWorkers": args.workers,

@@ -8,6 +8,7 @@ and ``T, H, W`` for video, and the operations that allow it are written over ``x
 from .actmax import ActmaxResult, FeatureMatch, Objective, Optimization, Settings, Target, actmax, invert, shared_copy
 from .attributions import (
     BASELINES,
+    PERTURBATION_METHODS,
     SALIENCY_METHODS,
     SIGNED_METHODS,
     attribution_map,
@@ -82,6 +83,7 @@ __all__ = [
     "invert",
     "shared_copy",
     "BASELINES",
+    "PERTURBATION_METHODS",
     "SALIENCY_METHODS",
     "SIGNED_METHODS",
     "AUGMENTATIONS",

@@ -436,15 +436,21 @@ def _optimize(
     return Optimization(model, k, objective, cfg).run(progress)
 
 
-def shared_copy(model: nn.Module) -> nn.Module:
+def shared_copy(model: nn.Module, hooks: bool = True) -> nn.Module:
     """A copy of ``model``'s module tree whose parameters share the weights' memory (no memory for weights) but are
     tensors of their own that need no gradient, and whose hooks are its own: an optimization on the copy registers
     hooks that no other pass of ``model`` sees, and never changes a flag of ``model``'s parameters. Buffers are
-    shared. Make it while no hooks are on ``model`` (they would be copied)."""
+    shared. Make it while no hooks are on ``model`` (they would be copied), or with ``hooks=False``: without any
+    (to time passes of the model while others watch it)."""
     memo: dict[int, object] = {id(b): b for b in model.buffers()}
     for p in model.parameters():
         memo[id(p)] = nn.Parameter(p.detach(), requires_grad=False)
-    return copy.deepcopy(model, memo)
+    out = copy.deepcopy(model, memo)
+    if not hooks:
+        for m in out.modules():
+            for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+                getattr(m, kind).clear()
+    return out
 
 
 def actmax(

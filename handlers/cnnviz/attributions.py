@@ -311,6 +311,7 @@ def saliency(
     window: float = 0.125,
     stride: float = 0.5,
     max_perturbations: int = 1024,
+    batch: int = _INTERNAL_BATCH,
 ) -> torch.Tensor:
     """Attributions ``[N, C, *S]`` of each row's target class (a logit) to the normalized input ``x`` ``[N, C, *S]``.
 
@@ -326,6 +327,7 @@ def saliency(
         stride: occlusion: the step between patches as a fraction of the patch side (default 1/2).
         max_perturbations: occlusion and feature ablation: the most forward passes one input may cost; over it,
             :class:`~cnnviz.InputTooLarge` before any pass.
+        batch: the most inputs one pass holds, rows x samples (default 32): memory grows with it.
     """
     shape = tuple(x.shape[2:])
     count = perturbations(method, shape, window, stride)
@@ -340,7 +342,7 @@ def saliency(
     x = x.detach().clone().requires_grad_(True)
     target = targets.tolist()
     base = torch.zeros_like(x) if baseline is None else baseline.expand_as(x).to(x)
-    chunk = max(1, _INTERNAL_BATCH // len(x))  # samples per pass, so that samples x batch stays bounded
+    chunk = max(1, batch // len(x))  # samples per pass, so that samples x batch stays bounded
     sigma = noise * float(x.detach().max() - x.detach().min())
     with restore_mode(model, train=False), torch.enable_grad():
         if method == "vanilla":
@@ -356,7 +358,7 @@ def saliency(
         if method == "integrated_gradients":
             ig = IntegratedGradients(model)
             attributions = ig.attribute(
-                x, baselines=base, target=target, n_steps=steps, internal_batch_size=max(_INTERNAL_BATCH, len(x))
+                x, baselines=base, target=target, n_steps=steps, internal_batch_size=max(batch, len(x))
             )
             return attributions.detach()
         if method == "input_x_gradient":

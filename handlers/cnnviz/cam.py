@@ -326,14 +326,20 @@ class PerturbationCAM(BaseCAM):
             pass (aug_smooth's copies are rows).
         deadline: a ``time.monotonic()`` time; before each batch, a call whose passes so far say it would end later
             raises :class:`~cnnviz.OverBudget` (``None``: no limit).
+        batch_size: inputs a pass (default :attr:`batch_size`, 16).
     """
 
     uses_gradients = False
     batch_size: ClassVar[int] = 16  # pytorch-grad-cam's Score-CAM batch; peak memory grows with it
 
-    def __init__(self, model: nn.Module, layer: str, *, max_passes: int = MAX_PASSES, deadline: float | None = None):
+    def __init__(
+        self, model: nn.Module, layer: str, *, max_passes: int = MAX_PASSES, deadline: float | None = None,
+        batch_size: int | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(model, layer)
         self.max_passes, self.deadline = max_passes, deadline
+        if batch_size is not None:  # fewer inputs a pass where memory is short
+            self.batch_size = max(1, batch_size)
 
     def channel_scores(self, p: LayerPass) -> torch.Tensor:
         """``[N, C]`` channel weights."""

@@ -81,6 +81,7 @@ def deletion_insertion(
     steps: int = 16,
     deleted: torch.Tensor | None = None,
     start: torch.Tensor | None = None,
+    batch: int = _BATCH,
 ) -> Faithfulness:
     """Deletion and insertion curves of ``maps`` ``[N, *S]`` for the normalized input ``x`` ``[N, C, *S]``.
 
@@ -108,8 +109,8 @@ def deletion_insertion(
     points = [(curve, i, k) for curve in (0, 1) for i in range(n) for k in range(steps + 1)]
     probs = torch.empty(2, n, steps + 1)
     with restore_mode(model, train=False), torch.inference_mode():
-        for begin in range(0, len(points), _BATCH):
-            chunk = points[begin : begin + _BATCH]
+        for begin in range(0, len(points), batch):
+            chunk = points[begin : begin + batch]
             rows = []
             for curve, i, k in chunk:
                 top = rank[i] < counts[k]

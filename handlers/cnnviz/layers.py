@@ -98,6 +98,27 @@ class LayerTable:
         return list(self._layers)
 
     @property
+    def activations(self) -> tuple[int, int]:
+        """``(total, largest)``: elements of the tensors the leaf modules made in one pass of one input (each call
+        counts, a module that returns its input does not), and of the largest of them; for memory estimates."""
+        sizes = [
+            math.prod(shape)
+            for name, shape, same in self._events
+            if not same and not any(True for _ in self._types[name].children())
+        ]
+        return sum(sizes), max(sizes, default=0)
+
+    def share_after(self, name: str) -> float:
+        """The share of one pass's work (counted in the elements the leaf modules make) that comes after ``name``
+        last finishes: what a pass of the layers above it costs, next to a whole pass."""
+        made = [
+            0 if same or any(True for _ in self._types[n].children()) else math.prod(shape)
+            for n, shape, same in self._events
+        ]
+        last = max((k for k, (n, _, _) in enumerate(self._events) if n == name), default=-1)
+        return sum(made[last + 1 :]) / (sum(made) or 1)
+
+    @property
     def conv_names(self) -> list[str]:
         """Convolutions (the modules with filters), in the order ``named_modules()`` lists them."""
         return [i.name for i in self if i.has_filters]

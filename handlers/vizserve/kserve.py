@@ -46,8 +46,8 @@ from cnnviz import InputTooLarge, InvalidInput, InvalidOption, VizError, clip_te
 from .decode import parse_json
 from .modes import MODES, OptimizeMode
 from .options import as_names, as_text
+from .reply import Reply
 from .request import all_options
-from .service import Reply
 
 __all__ = ["ENVELOPES", "Answer", "Call", "answer", "check_body"]
 
@@ -359,7 +359,7 @@ def answer(service, call: Call, data: Any, explain: bool = False) -> Answer:
     asked = [k for k, item in enumerate(items) if not isinstance(item, VizError)]
     replies: list[Reply | None] = [None] * len(items)
     # each instance as a JSON body of the plain API ({"body": fields}: its keys are read as options, nothing else)
-    done = service.handle([{"body": items[k]} for k in asked], [explain] * len(asked))
+    done = service.handle([{"body": items[k]} for k in asked], [explain] * len(asked), jobs=False)
     for k, reply in zip(asked, done, strict=True):
         replies[k] = reply
     entries: list[Any] = []
@@ -377,10 +377,9 @@ def answer(service, call: Call, data: Any, explain: bool = False) -> Answer:
             log.error("a %s answer through the envelope, not JSON", reply.content_type)
             reply = Reply.internal_error()
             statuses[-1] = reply.status
-        text = reply.body.decode("utf-8")
-        entries.append(text if v2 else json.loads(text))  # v1 carries JSON values, v2 BYTES text
+        entries.append(reply.body.decode("utf-8") if v2 else reply.jsonable())  # v1 carries JSON values, v2 text
     # the envelope's wrapping adds little to v1; v2 carries each answer as a JSON string, each quote escaped
-    size = sum(len(r.body) + (r.body.count(b'"') if v2 else 0) for r in replies if r is not None)
+    size = sum(len(r.body) + r.body.count(b'"') if v2 else r.size for r in replies if r is not None)
     if size > limits.max_response_bytes:
         return whole(
             InputTooLarge(

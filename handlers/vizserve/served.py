@@ -9,46 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnviz import MAX_PASSES, LayerTable, ModelSpec
+from cnnviz import LayerTable, ModelSpec
+
+from .config import Limits
 
 __all__ = ["Limits", "Served", "bf16_is_fast", "smallest_input_side"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Caps an operator may change (model-config.yaml, ``handler:`` section)."""
-
-    max_image_pixels: int = 50_000_000  # refused from the image header, before decoding
-    max_input_side: int = 1024  # largest H or W of a .npy input
-    max_response_bytes: int = 64 * 1024 * 1024  # keep equal to TorchServe's max_response_size
-    # KServe's protocols (vizserve.kserve): instances (v2: image inputs) one request may carry, as many as one batch
-    # of the plain API's archives holds, and the decoded size of one base64 image in them (TorchServe's
-    # max_request_size bounds the whole body as well)
-    max_instances: int = 8
-    max_instance_bytes: int = 32 * 1024 * 1024
-    # saliency by occlusion or feature ablation: the most forward passes (patches) one input may cost; more is
-    # refused (413) before the first pass
-    max_perturbations: int = 1024
-    # Optimizations (actmax, invert) run as jobs beside the request path (vizserve.jobs): each job gets this many
-    # seconds of compute (its steps' time, summed; in-process use without jobs: of wall time) and stops early with
-    # what it has when the next step and the final encoding would not fit.
-    max_busy_seconds: int = 90
-    # gradcam's Score-CAM and Ablation-CAM run a forward pass per channel of 'layer' and input (aug_smooth: 6 inputs
-    # an image): a request over this many is refused (413), a batch runs in parts of at most this many, and a part
-    # estimated past max_busy_seconds of the batch is stopped (422)
-    max_cam_passes: int = MAX_PASSES
-    job_wall_seconds: int = 300  # a job's answer is ready at most this long after its submission
-    max_jobs: int = 4  # jobs one worker holds at once; one more is answered 429
-    job_keep_seconds: int = 600  # a finished job's answer is kept this long after it ends
-    refuse_factor: int = 3  # a job whose estimate is over this many times max_busy_seconds is refused (422)
-    # torch's intra-op threads of the job thread; the request thread gets the rest of the cores. 0: half the cores
-    # (at least 1). Oversubscribed (1 + 2 threads on 2 cores) a classify beside a job took 4x longer (README).
-    job_threads: int = 0
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> Limits:
-        known = cls.__dataclass_fields__
-        return cls(**{k: int(v) for k, v in cfg.items() if k in known})
 
 
 def bf16_is_fast(device: torch.device) -> bool:

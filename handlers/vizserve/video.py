@@ -26,7 +26,10 @@ from cnnviz import InputTooLarge, InvalidInput, InvalidOption
 
 from .decode import _clip, _to_rgb
 
-__all__ = ["VIDEO_FORMATS", "VideoLimits", "is_video", "read_clip", "sniff_video", "video_transform"]
+__all__ = [
+    "VIDEO_FORMATS", "FrameResizer", "VideoLimits", "is_video", "probe_clip", "read_clip", "sniff_video",
+    "video_transform",
+]  # fmt: skip
 
 #: What :func:`sniff_video` names, with the FFmpeg demuxer that reads it (None: Pillow reads it).
 VIDEO_FORMATS = {
@@ -102,6 +105,14 @@ def sniff_video(data: bytes) -> str | None:
     if head[:8] == b"\x89PNG\r\n\x1a\n":
         return "APNG" if _apng_frames(data) >= 2 else None
     return None
+
+
+def not_a_video(arch: str, data: bytes) -> InvalidInput:
+    """The error for an input of a video model that is neither a video nor a .npy clip."""
+    return InvalidInput(
+        f"{arch} takes a video (MP4, WebM, AVI, MKV, MOV, animated GIF, WebP or PNG) or a .npy float32 clip "
+        f"[3, T, H, W]; field 'data' is neither (first bytes {bytes(data[:8])!r})"
+    )
 
 
 def is_video(data: bytes) -> bool:
@@ -449,11 +460,17 @@ def _check_pixels(src: _Source, limits: VideoLimits) -> None:
         )
 
 
-def _check_size(src: _Source, limits: VideoLimits, frames: int) -> None:
+def _check_size(src: _Source, limits: VideoLimits, frames: int, fit: FrameResizer | None = None) -> None:
+    """The clip as it will be held: ``frames`` frames of the video's size, or of ``fit``'s output (which checks the
+    frames' shape too)."""
     _check_pixels(src, limits)
-    if frames * src.width * src.height * 3 > limits.max_clip_bytes:
+    h, w = src.height, src.width
+    if fit is not None and h and w:
+        fit.check(h, w, src.describe())
+        h, w = fit.output_size(h, w)
+    if frames * w * h * 3 > limits.max_clip_bytes:
         raise InputTooLarge(
-            f"{frames} frames of the {src.describe()} are {frames * src.width * src.height * 3:,} bytes decoded; "
+            f"{frames} frames of the {src.describe()} are {frames * w * h * 3:,} bytes decoded; "
             f"this server holds at most {limits.max_clip_bytes:,} (max_clip_bytes). Ask for fewer frames or send "
             f"a smaller video."
         )
@@ -480,6 +497,7 @@ def read_clip(
     clip: float | None = None,
     fps: float | None = None,
     limits: VideoLimits = VideoLimits(),
+    fit: FrameResizer | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Decode a clip of ``frames`` frames from the video in ``data``, as uint8 RGB ``[3, T, H, W]`` (T = ``frames``,
     H x W the video's own size), with an info dict.
@@ -492,6 +510,9 @@ def read_clip(
     decoded: from the keyframe before ``start`` (a seek) to the last sampled time.
 
     Transparent pixels (GIF, APNG, WebP) are composited over white, as for images.
+
+    ``fit``: a :class:`FrameResizer` (the model's resize), applied to each frame as it is taken (uint8 ``[3, H, W]``
+    -> ``[3, h, w]``), so that a clip of 4K frames never exists at 4K: the clip returned is ``[3, T, h, w]``.
 
     The info dict: ``container`` (MP4, MOV, WebM, MKV, AVI, GIF, APNG, WebP), ``codec``, ``width``, ``height``,
     ``fps`` (the video's, from its header), ``duration`` (seconds, from its header; None where it has none),
@@ -520,7 +541,7 @@ def read_clip(
     reader = reader_type(data, source, limits)
     budget = _Budget(limits, source)
     try:
-        return _sample(reader, source, budget, frames=frames, start=float(start), clip=clip, fps=fps)
+        return _sample(reader, source, budget, frames=frames, start=float(start), clip=clip, fps=fps, fit=fit)
     except (InvalidInput, InvalidOption, InputTooLarge):
         raise
     except Exception as exc:  # PyAV's, libwebp's and Pillow's errors: all the file's doing
@@ -556,11 +577,23 @@ def _as_viz_error(exc: Exception, source: _Source, budget: _Budget) -> InvalidIn
 
 
 def _sample(
-    reader: Any, src: _Source, budget: _Budget, *, frames: int, start: float, clip: float | None, fps: float | None
+    reader: Any,
+    src: _Source,
+    budget: _Budget,
+    *,
+    frames: int,
+    start: float,
+    clip: float | None,
+    fps: float | None,
+    fit: FrameResizer | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     limits = budget.limits
+    if fit is not None:
+        to_rgb = reader.to_rgb
+        reader.to_rgb = lambda frame: fit(to_rgb(frame))  # each frame resized as it is taken
+        reader.fit = fit
     reader.open()
-    _check_size(src, limits, frames)
+    _check_size(src, limits, frames, fit)
     if src.duration is not None and src.duration > limits.max_duration_s:
         raise InputTooLarge(
             f"the {src.describe()} is {src.duration:,.1f} s long; this server takes videos of at most "
@@ -597,7 +630,10 @@ def _sample(
         reader.open()
         picker = _run(reader, src, budget, _targets(start, span, frames), start)
         picker.finish()
-    clip_rgb = np.stack([rgb for _, rgb in picker.picked], axis=1)  # [3, T, H, W]
+    first = picker.picked[0][1]  # into one array frame by frame: np.stack would hold every frame twice
+    clip_rgb = np.empty((first.shape[0], len(picker.picked), *first.shape[1:]), np.uint8)  # [3, T, H, W]
+    for t, (_, rgb) in enumerate(picker.picked):
+        clip_rgb[:, t] = rgb
     times = [round(when, 6) for when, _ in picker.picked]
     repeated = sum(1 for a, b in zip(times, times[1:], strict=False) if a == b)
     if span < wanted - 1e-6:
@@ -612,8 +648,8 @@ def _sample(
     info = {
         "container": src.container,
         "codec": src.codec,
-        "width": int(clip_rgb.shape[3]),
-        "height": int(clip_rgb.shape[2]),
+        "width": int(src.width or clip_rgb.shape[3]),
+        "height": int(src.height or clip_rgb.shape[2]),
         "fps": src.fps,
         "duration": src.duration,
         "decoded": budget.decoded,
@@ -641,7 +677,7 @@ def _run(reader: Any, src: _Source, budget: _Budget, targets: list[float], start
             )
         if not src.width:  # a header without the frame size: the first frame's, checked as the header's would be
             src.width, src.height = frame.width, frame.height
-            _check_size(src, budget.limits, len(targets))
+            _check_size(src, budget.limits, len(targets), getattr(reader, "fit", None))
         picker.feed(when, frame, length)
         if picker.done:
             break
@@ -651,7 +687,104 @@ def _run(reader: Any, src: _Source, budget: _Budget, targets: list[float], start
     return picker
 
 
+# -- what a clip will cost, from its header ----------------------------------------------------------------------
+
+#: Seconds before ``start`` a decoder may have to begin at (the keyframe before it): a common GOP, for estimates.
+PREROLL_S = 2.0
+
+
+def probe_clip(
+    data: bytes, *, frames: int, start: float = 0.0, clip: float | None = None, fps: float | None = None,
+    limits: VideoLimits = VideoLimits(), fit: FrameResizer | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What decoding ``frames`` frames of the video in ``data`` will take, from its header alone (the container's
+    header and FFmpeg's probe, bounded as :func:`read_clip` bounds them; GIF, APNG and WebP by a walk over their
+    blocks): ``{"width", "height", "fps", "duration", "decoded": frames to decode, "what": the video in words}``.
+    ``decoded`` counts from the keyframe before ``start`` (up to :data:`PREROLL_S` earlier) to the last frame
+    sampled, for GIF, APNG and WebP (which cannot seek) from their first frame. Raises what :func:`read_clip` would
+    for what the header shows already: not a video, too large, frames that ``fit`` cannot take (too thin)."""
+    _check_request(frames, start, clip, fps, limits)
+    if len(data) > limits.max_bytes:
+        raise InputTooLarge(f"video is {len(data):,} bytes; this server takes at most {limits.max_bytes:,} (max_bytes)")
+    container = sniff_video(data)
+    if container is None:
+        raise InvalidInput(
+            f"field 'data' is not a video this server reads (first bytes {bytes(data[:12])!r}); send {_ACCEPTED}"
+        )
+    source = _Source(container, len(data))
+    reader = (_WebpReader if VIDEO_FORMATS[container] is None else _AvReader)(data, source, limits)
+    budget = _Budget(limits, source)
+    try:
+        reader.open()
+    except (InvalidInput, InvalidOption, InputTooLarge):
+        raise
+    except Exception as exc:
+        raise _as_viz_error(exc, source, budget) from exc
+    finally:
+        try:
+            reader.close()
+        except Exception:
+            pass
+    if container == "GIF" and not source.duration:  # FFmpeg's GIF header has no duration: count the images
+        count = _gif_images(data, stop=limits.max_decoded_frames + 1)
+        source.duration = count / (source.fps or 10.0)
+    _check_pixels(source, limits)
+    if fit is not None and source.width:
+        fit.check(source.height, source.width, source.describe())
+    src_fps = source.fps or 25.0
+    wanted = clip if clip is not None else frames / (fps or src_fps)
+    span = wanted if source.duration is None else max(0.0, min(wanted, source.duration - start))
+    seekable = container not in ("GIF", "APNG", "WebP")
+    first = max(0.0, start - PREROLL_S) if seekable else 0.0
+    decoded = min(limits.max_decoded_frames, math.ceil((start + span - first) * src_fps) + 1)
+    return {"width": source.width, "height": source.height, "fps": source.fps, "duration": source.duration,
+            "decoded": max(decoded, 1), "what": source.describe()}  # fmt: skip
+
+
 # -- transform -----------------------------------------------------------------------------------------------------
+
+#: A frame whose resize would be more than this many times the pixels the model's crop keeps is refused before it
+#: is decoded (a 20,000 x 1 GIF resized to a short side of 64 is 1,280,000 x 64: 245 MB a frame).
+MAX_FRAME_GROWTH = 16
+
+
+class FrameResizer:
+    """uint8 ``[3, H, W]`` -> uint8 ``[3, h, w]``: the resize of torchvision's video transform (``resize``: the
+    short side, or ``(h, w)``), with ``interpolation`` and no antialiasing, frame by frame, for :func:`read_clip`'s
+    ``fit``. Refuses (413) frames whose resize is over :data:`MAX_FRAME_GROWTH` times the pixels of ``crop``."""
+
+    def __init__(self, resize: tuple[int, int] | int, crop: tuple[int, int] | int, interpolation: str = "bilinear"):
+        from torchvision.transforms import InterpolationMode
+
+        self.resize = resize
+        self.crop = (crop, crop) if isinstance(crop, int) else tuple(crop)
+        self.mode = InterpolationMode(interpolation)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """``(h, w)`` of a frame after the resize (torchvision's rule for a short side)."""
+        if not isinstance(self.resize, int):
+            return tuple(self.resize)
+        short, long = (h, w) if h <= w else (w, h)
+        long = int(self.resize * long / max(1, short))
+        return (self.resize, long) if h <= w else (long, self.resize)
+
+    def check(self, h: int, w: int, what: str = "video") -> None:
+        oh, ow = self.output_size(h, w)
+        keep = self.crop[0] * self.crop[1]
+        if oh * ow > MAX_FRAME_GROWTH * keep:
+            raise InputTooLarge(
+                f"the {what} has frames of {w:,}x{h:,}, which this model resizes to {ow:,}x{oh:,} to crop "
+                f"{self.crop[1]}x{self.crop[0]}: more than {MAX_FRAME_GROWTH} times what it keeps. Crop the video "
+                f"to an aspect ratio within {MAX_FRAME_GROWTH}:1 of the model's ({self.crop[1]}x{self.crop[0]})."
+            )
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        from torchvision.transforms import functional as TF
+
+        self.check(*rgb.shape[1:])
+        size = list(self.output_size(*rgb.shape[1:]))
+        return TF.resize(torch.from_numpy(np.ascontiguousarray(rgb)), size, interpolation=self.mode,
+                         antialias=False).numpy()  # fmt: skip
 
 
 def video_transform(
@@ -660,13 +793,17 @@ def video_transform(
     mean: Sequence[float],
     std: Sequence[float],
     interpolation: str = "bilinear",
+    *,
+    resized: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 RGB ``[3, T, H, W]`` -> normalized float ``[3, T, *crop]``, exactly as torchvision's video weights'
     ``transforms()`` (``VideoClassification``: R3D-18's is ``resize=(128, 171)``, ``crop=(112, 112)``, Kinetics
     mean and std): each frame resized to ``resize`` (``(h, w)``, or an int for the short side) with
     ``interpolation`` and no antialiasing (as torchvision does, to match how the weights were trained), centre-cropped
     to ``crop``, scaled to [0, 1] and normalized. Frames are done one at a time, so a 4K clip needs little more
-    than its own memory, and faster: 16 frames of 720p in 26 ms against 89 (median, this 2-core CPU)."""
+    than its own memory, and faster: 16 frames of 720p in 26 ms against 89 (median, this 2-core CPU).
+    ``resized``: the frames were resized already (:class:`FrameResizer` as :func:`read_clip`'s ``fit``): crop and
+    normalize only."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
@@ -680,7 +817,7 @@ def video_transform(
         frames = clip.permute(1, 0, 2, 3)  # [T, 3, H, W]: torchvision's layout
         out = torch.empty((frames.shape[0], 3, *crop_hw), dtype=torch.float32)
         for t, frame in enumerate(frames):  # one at a time: its float copy stays in the cache
-            part = TF.resize(frame, size, interpolation=mode, antialias=False)
+            part = frame if resized else TF.resize(frame, size, interpolation=mode, antialias=False)
             part = TF.convert_image_dtype(TF.center_crop(part, crop_hw), torch.float)
             out[t] = TF.normalize(part, mean=list(mean), std=list(std))
         return out.permute(1, 0, 2, 3)

@@ -14,7 +14,7 @@ from PIL import Image
 from cnnviz import Direction, Diversity, Target, build_model, torchvision_spec
 from tests.images import shape_png
 from tests.services import shapes_service
-from vizserve import MODES, Limits, VizService, parse_request, render
+from vizserve import MODES, JobSettings, Limits, ServerConfig, VizService, parse_request, render
 from vizserve.loading import job_scheduler
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -224,8 +224,9 @@ def test_precision_auto_resolves_to_what_the_device_does_well(svc):
 @pytest.fixture(scope="module")
 def jobs_svc(tmp_path_factory):
     svc = make()
-    svc.jobs = job_scheduler("shapes_viz", svc.limits, tmp_path_factory.mktemp("jobs"), thread=False)
-    svc.calibrate()
+    config = ServerConfig(limits=svc.limits, jobs=JobSettings(dir=str(tmp_path_factory.mktemp("jobs"))))
+    svc.jobs = job_scheduler("shapes_viz", config, thread=False)
+    svc.cost.calibrate()
     return svc
 
 
@@ -326,13 +327,13 @@ def test_an_optimization_far_over_the_budget_is_refused_with_the_estimate(jobs_s
 
 
 def test_a_job_where_not_one_step_fits_the_budget_is_refused(jobs_svc):
-    cost = jobs_svc.calibrate()
+    cost = jobs_svc.cost.calibrate()
     fields = {"mode": "actmax", "layer": "features.3", "channel": "0-23", "size": "512", "steps": "1"}
     req = parse_request(fields, jobs_svc.served)
-    one = jobs_svc.estimate(req)["estimate_s"]
+    one = jobs_svc.cost.optimization_estimate(req)["estimate_s"]
     tight = VizService(jobs_svc.model, jobs_svc.spec, device=torch.device("cpu"), name="shapes_viz",
                        limits=Limits(max_busy_seconds=max(1, int(one / 2))), jobs=jobs_svc.jobs)  # fmt: skip
-    tight._cost = cost
+    tight.cost.calibration = cost
     if one / 2 < 1:
         pytest.skip(f"one step of 24 images at 512 px takes {one} s here: below any whole-second budget")
     [refused] = tight.handle([fields])
@@ -347,10 +348,13 @@ def test_the_estimate_is_within_a_factor_of_the_measured_time(jobs_svc):
         {"mode": "actmax", "channel": "0-5", "steps": "24", "copies": "1"},
         {"mode": "actmax", "layer": "features.3", "channel": "0-3", "size": "128", "steps": "12", "copies": "1"},
     ]
-    jobs_svc._cost, jobs_svc._scale = None, 1.0  # calibrated again now, in the machine's present state (shared)
+    jobs_svc.cost.calibration, jobs_svc.cost.scale = (
+        None,
+        1.0,
+    )  # calibrated again now, in the machine's present state (shared)
     for fields in cases:
         req = parse_request(fields, jobs_svc.served)
-        estimate = jobs_svc.estimate(req)["exact_s"]  # estimate_s is rounded to 0.1 s: up to 2x off at 0.15 s
+        estimate = jobs_svc.cost.optimization_estimate(req)["exact_s"]  # estimate_s: rounded to 0.1 s
         runs = []
         for _ in range(3):  # the first run of a new batch shape also builds oneDNN's kernels (README): not counted
             t0 = time.perf_counter()
@@ -360,17 +364,25 @@ def test_the_estimate_is_within_a_factor_of_the_measured_time(jobs_svc):
             runs.append(time.perf_counter() - t0)
             assert done.status == 200
         measured = min(runs[1:])  # other work on a shared machine only ever slows a run down
-        assert measured / 3 <= max(estimate, 0.05) <= measured * 3, (fields, estimate, measured, jobs_svc._cost)
+        assert measured / 3 <= max(estimate, 0.05) <= measured * 3, (
+            fields,
+            estimate,
+            measured,
+            jobs_svc.cost.calibration,
+        )
 
 
 def test_a_calibration_taken_under_load_is_corrected_by_the_next_job(jobs_svc):
     fields = {"mode": "actmax", "channel": "0-5", "steps": "24", "copies": "1"}
     req = parse_request(fields, jobs_svc.served)
-    jobs_svc.calibrate()
-    good = dict(jobs_svc._cost)
-    jobs_svc._cost, jobs_svc._scale = {k: v * 10 for k, v in good.items()}, 1.0  # as if calibrated while busy
+    jobs_svc.cost.calibrate()
+    good = dict(jobs_svc.cost.calibration)
+    jobs_svc.cost.calibration, jobs_svc.cost.scale = (
+        {k: v * 10 for k, v in good.items()},
+        1.0,
+    )  # as if calibrated while busy
     try:
-        wrong = jobs_svc.estimate(req)["exact_s"]
+        wrong = jobs_svc.cost.optimization_estimate(req)["exact_s"]
         runs = []
         for _ in range(2):
             t0 = time.perf_counter()
@@ -378,12 +390,12 @@ def test_a_calibration_taken_under_load_is_corrected_by_the_next_job(jobs_svc):
             finish_jobs(jobs_svc)
             runs.append(time.perf_counter() - t0)
             assert accepted.status == 202
-        learned = jobs_svc.estimate(req)["exact_s"]
-        assert 0.05 <= jobs_svc._scale < 0.5, jobs_svc._scale  # about 1/10 of the calibration it was given
+        learned = jobs_svc.cost.optimization_estimate(req)["exact_s"]
+        assert 0.05 <= jobs_svc.cost.scale < 0.5, jobs_svc.cost.scale  # about 1/10 of the calibration it was given
         assert learned < wrong / 3 and min(runs) / 3 <= learned <= min(runs) * 3, (wrong, learned, runs)
-        jobs_svc.learn({"first_step_s": 1.0, "scale": 1.0}, [1e-9] * 4)
-        assert jobs_svc._scale == 0.05  # bounded: one odd job cannot make estimates 0
-        jobs_svc.learn({"first_step_s": 1.0, "scale": 1.0}, [5.0] * 3)
-        assert jobs_svc._scale == 0.05  # under 4 steps: nothing learned
+        jobs_svc.cost.learn({"first_step_s": 1.0, "scale": 1.0}, [1e-9] * 4)
+        assert jobs_svc.cost.scale == 0.05  # bounded: one odd job cannot make estimates 0
+        jobs_svc.cost.learn({"first_step_s": 1.0, "scale": 1.0}, [5.0] * 3)
+        assert jobs_svc.cost.scale == 0.05  # under 4 steps: nothing learned
     finally:
-        jobs_svc._cost, jobs_svc._scale = good, 1.0
+        jobs_svc.cost.calibration, jobs_svc.cost.scale = good, 1.0

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnviz import CAM_METHODS, SALIENCY_METHODS, SIGNED_METHODS
+from cnnviz import CAM_METHODS, SALIENCY_METHODS, SIGNED_METHODS, OverBudget
 from tests.images import raw_array, shape_png
 from tests.services import shapes_service, tiny_service
 from tests.tiny import Tiny
-from vizserve import Limits, render
+from vizserve import Limits, parse_request, read_image, render
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -108,14 +108,33 @@ def test_perturbation_methods_over_the_cap_are_refused_and_batches_run_in_parts(
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * float(a.max()))
 
 
-def test_a_perturbation_method_past_the_time_budget_is_refused(image):
+def test_a_perturbation_method_past_the_time_budget_is_refused_before_any_pass(image):
     svc = shapes_service(Limits(max_busy_seconds=0))
-    [reply] = svc.handle([{"data": image[0], "mode": "gradcam", "method": "scorecam"}])
+    calls = []
+    handle = svc.model.register_forward_hook(lambda m, a, o: calls.append(1))
+    try:
+        [reply] = svc.handle([{"data": image[0], "mode": "gradcam", "method": "scorecam"}])
+    finally:
+        handle.remove()
     body = json.loads(reply.body)
-    assert reply.status == 422 and body["type"] == "OverBudget" and body["budget_s"] == 0
-    assert body["message"].startswith("ScoreCAM runs one forward pass per channel and input (1 x 32 channels of "
-                                      "layer 'features': 26 passes, 6 channels that are zero everywhere skipped); "
-                                      "no time is left")  # fmt: skip
+    assert reply.status == 422 and body["type"] == "OverBudget" and body["budget_s"] == 0 and body["estimate_s"] > 0
+    assert body["message"].startswith("this request would take about ") and "(max_busy_seconds)" in body["message"]
+    assert "gradcam " in body["message"] and calls == []  # its estimate, by part; not one pass ran
+    assert all(not m._forward_hooks for m in svc.model.modules())
+
+
+def test_a_perturbation_method_stops_at_its_deadline_as_it_runs(image):
+    """The estimate admits; the pass-by-pace check still stops a batch that runs slower than estimated."""
+    from vizserve.modes import MODES
+
+    svc = shapes_service(Limits(max_busy_seconds=0))
+    x = svc.served.transform(read_image(image[0], max_pixels=10**6))[None]
+    values = parse_request({"data": image[0], "mode": "gradcam", "method": "scorecam"}, svc.served).values["gradcam"]
+    with pytest.raises(OverBudget) as info:
+        MODES["gradcam"].run(svc.served, x, [values])
+    assert info.value.message.startswith("ScoreCAM runs one forward pass per channel and input (1 x 32 channels of "
+                                         "layer 'features': 26 passes, 6 channels that are zero everywhere skipped); "
+                                         "no time is left")  # fmt: skip
     assert all(not m._forward_hooks for m in svc.model.modules())
 
 

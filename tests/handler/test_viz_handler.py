@@ -180,7 +180,9 @@ def test_per_mode_metrics_are_recorded(handler, model_dir):
 def test_model_config_overrides_the_specs_default_layers(model_dir):
     module = load_handler_module()
     h = module.VizHandler()
-    cfg = {"handler": {"weights_file": "weights.pt", "cam_layer": "layer3", "featuremap_layers": "layer1,layer2"}}
+    cfg = {
+        "handler": {"weights_file": "weights.pt", "spec": {"cam_layer": "layer3", "featuremap_layers": "layer1,layer2"}}
+    }
     h.initialize(MockContext(model_dir, cfg))
     ctx = MockContext(model_dir, {}, headers={0: {"explain": "True"}})
     [out] = h.handle([{"data": bytearray(jpeg()), "mode": b"featuremaps"}], ctx)
@@ -227,10 +229,10 @@ def test_a_full_worker_answers_429_with_retry_after(handler, model_dir):
 
 
 def test_the_cores_are_split_between_the_request_and_the_job_thread():
-    from vizserve import Limits
+    from vizserve import JobSettings
     from vizserve.loading import split_threads
 
-    assert split_threads(Limits(), cores=2) == (1, 1)
-    assert split_threads(Limits(), cores=16) == (8, 8)
-    assert split_threads(Limits(job_threads=3), cores=16) == (3, 13)
-    assert split_threads(Limits(), cores=1) == (1, 1)
+    assert split_threads(JobSettings(), cores=2) == (1, 1)
+    assert split_threads(JobSettings(), cores=16) == (8, 8)
+    assert split_threads(JobSettings(threads=3), cores=16) == (3, 13)
+    assert split_threads(JobSettings(), cores=1) == (1, 1)

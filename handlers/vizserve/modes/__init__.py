@@ -19,13 +19,14 @@ from .saliency import SaliencyMode
 
 __all__ = ["MODES", "PICTURE_ORDER", "BatchedMode", "ForwardMode", "Mode", "OptimizeMode", "StaticMode"]
 
-#: Every mode by name, in the order their results appear in a response.
-MODES: dict[str, Mode] = {
-    m.name: m
+#: Every mode by name, in the order their results appear in a response (describe reads this registry).
+MODES: dict[str, Mode] = {}
+MODES.update(
+    (m.name, m)
     for m in (
         Classify(), Featuremaps(), Filters(), Layers(), GradCAMMode(), SaliencyMode(), Deconv(), Actmax(), Invert(),
-        Describe(),
+        Describe(MODES),
     )
-}  # fmt: skip
+)  # fmt: skip
 #: format=png answers with the first picture of these modes, in this order.
 PICTURE_ORDER = ("gradcam", "saliency", "deconv", "actmax", "invert", "featuremaps", "filters")

@@ -1,6 +1,6 @@
 """What a mode is: its name, its options, whether it needs an input, how its requests batch, how it answers.
 
-The service (:mod:`vizserve.service`) runs modes by their kind:
+The pipeline (:mod:`vizserve.pipeline`) runs modes by their kind:
 
 - :class:`ForwardMode` (classify, featuremaps): every request of one input shape shares **one** forward pass that
   classifies and captures every layer any of them asked for.
@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..options import Option
+from ..passes import Passes, memory_of, pass_batch
 from ..served import Served
 
 __all__ = ["BatchedMode", "ForwardMode", "Mode", "OptimizeMode", "StaticMode"]
@@ -35,6 +36,12 @@ class Mode:
     needs_input: ClassVar[bool] = False
     #: For options of kind ``names`` that several modes share (``method``): the values this mode takes.
     claims: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def cost(self, served: Served, values: Mapping[str, Any], shape: tuple[int, ...] | None, memory: float) -> Passes:
+        """What this mode costs for one request (:class:`vizserve.cost.Passes`), on an input of ``shape``
+        ``[C, *S]`` (``None`` without one), with passes of at most what fits ``memory`` bytes: declared next to the
+        options, read by the cost model before any work. Default: nothing worth counting."""
+        return Passes()
 
     def finish(self, values: dict[str, Any], served: Served, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Checks that need the model or several options at once (layers, classes, channel ranges); returns the
@@ -74,6 +81,11 @@ class BatchedMode(Mode):
     def group(self, values: Mapping[str, Any]) -> tuple:
         """Requests whose keys are equal (and whose inputs have one shape) run as one batch."""
         return ()
+
+    def rows(self, served: Served, values: Mapping[str, Any], shape: tuple[int, ...]) -> int:
+        """How many requests of a group one call may take within their memory (``values["_memory"]``): as many
+        as one forward and backward pass of their inputs fits, at least 1."""
+        return pass_batch(served, shape, True, memory_of(served, values), 1 << 30)
 
     def run(
         self, served: Served, x: torch.Tensor, values: Sequence[Mapping[str, Any]]

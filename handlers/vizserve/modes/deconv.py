@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cnnviz import attribution_map, deconv_projection
 
 from .. import render
 from ..options import as_int
+from ..passes import Passes, picture_pixels
 from .base import BatchedMode
 from .shared import CHANNEL, COLORMAP, LAYER, colormap_of, layer_of, map_scale
 
@@ -30,6 +33,12 @@ class Deconv(BatchedMode):
 
     def group(self, values):
         return (values["layer"],)
+
+    def cost(self, served, values, shape, memory):
+        """A pass up to the layer, then one down through the deconvnet (a backward); two pictures."""
+        frames = shape[1] if len(shape) == 4 else 1
+        return Passes(inputs=1, grad_inputs=1, grad=True, pictures=picture_pixels(*shape[-2:], 2 * frames),
+                      raw_bytes=math.prod(shape) * 4 if values["raw"] else 0)  # fmt: skip
 
     def run(self, served, x, values):
         layer = values[0]["layer"]

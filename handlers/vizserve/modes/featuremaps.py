@@ -11,6 +11,7 @@ from cnnviz import InvalidOption, featuremap_tiles
 
 from .. import render
 from ..options import Option
+from ..passes import Passes, output_shape
 from .base import ForwardMode
 from .shared import add_animation
 
@@ -59,6 +60,25 @@ class Featuremaps(ForwardMode):
 
     def captures(self, values):
         return values["layers"]
+
+    def cost(self, served, values, shape, memory):
+        """The shared forward pass is the cost model's; here: the captured maps (kept, and raw), and their tiles
+        (each enlarged or reduced to 48..128 px; a clip's grid of channels by frames, and its animation)."""
+        if shape is None:
+            return Passes()
+        held = raw = pictures = 0.0
+        for name in values["layers"]:
+            out = output_shape(served, name, shape)
+            held += math.prod(out) * 4
+            raw += math.prod(out) * 4 if values["raw"] else 0
+            shown = min(values["channels"] or out[0], out[0])
+            tile = min(128, max(48, max(out[-2:]))) ** 2
+            if len(out) == 4:  # [C, T, h, w]: rows of channels by frames, and the grid frame by frame
+                shown = min(shown, MAX_CLIP_ROWS)
+                pictures += 2 * shown * out[1] * tile
+            else:
+                pictures += shown * tile
+        return Passes(pictures=pictures, raw_bytes=raw, held_bytes=held)
 
     def present(self, served, values, probs, acts):
         return [self._entry(served, values, name, acts[name]) for name in values["layers"]]

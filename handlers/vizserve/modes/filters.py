@@ -5,6 +5,7 @@ from __future__ import annotations
 from cnnviz import InvalidOption, kernel_matrix, rgb_filter_tiles
 
 from .. import render
+from ..passes import Passes
 from .base import StaticMode
 from .featuremaps import CHANNELS, LAYERS, layer_list, shown
 
@@ -24,6 +25,14 @@ class Filters(StaticMode):
                 raise InvalidOption(f"layer {name!r} has {served.modules[name].weight.dim() - 2}-D kernels; filters "
                                     f"are drawn for 2-D and 3-D convolutions")  # fmt: skip
         return values
+
+    def cost(self, served, values, shape, memory):
+        """No pass: each layer's tiles (48 px at least) or matrix (at most 128 x 128 cells)."""
+        pictures = 0.0
+        for name in values["layers"]:
+            out, inp = served.modules[name].weight.shape[:2]
+            pictures += min(values["channels"] or out, out) * 48 * 48 if inp == 3 else MAX_MATRIX * MAX_MATRIX * 16
+        return Passes(pictures=pictures)
 
     def present(self, served, values):
         return [self._entry(served, values, name) for name in values["layers"]]

@@ -6,9 +6,10 @@ import time
 
 import torch
 
-from cnnviz import AUGMENTATIONS, CAM_METHODS, FullGrad, InputTooLarge, PerturbationCAM
+from cnnviz import AUGMENTATIONS, CAM_METHODS, AblationCAM, FullGrad, GuidedGradCAM, InputTooLarge, PerturbationCAM
 
 from ..options import Option
+from ..passes import memory_of, pass_batch
 from .base import BatchedMode
 from .shared import (
     COLORMAP,
@@ -18,6 +19,7 @@ from .shared import (
     METHOD,
     OPACITY,
     TARGET,
+    attribution_cost,
     attribution_entry,
     class_index,
     faithfulness_fields,
@@ -77,6 +79,31 @@ class GradCAMMode(BatchedMode):
         keys = ("method", "layer", "aug_smooth", "eigen_smooth", "faithfulness", "faithfulness_steps")
         return tuple(values[k] for k in keys)
 
+    def rows(self, served, values, shape):
+        if issubclass(CAM_METHODS[values["method"]], PerturbationCAM):
+            return 1 << 30  # one row at a time, each in passes of perturbation_batch inputs
+        copies = len(AUGMENTATIONS) if values["aug_smooth"] else 1
+        return max(1, super().rows(served, values, shape) // copies)
+
+    @staticmethod
+    def perturbation_batch(served, values, shape) -> int:
+        """Inputs a pass of Score-CAM or Ablation-CAM holds: their own batch (16), or what fits the memory."""
+        return pass_batch(served, shape, False, memory_of(served, values), PerturbationCAM.batch_size)
+
+    def cost(self, served, values, shape, memory):
+        """Gradient methods: a forward and backward pass an input copy (aug_smooth: 6; guided Grad-CAM adds
+        guided backprop's). Score-CAM: a pass per channel of the layer and copy; Ablation-CAM: the same, of the
+        layers above the layer only."""
+        method = CAM_METHODS[values["method"]]
+        copies = len(AUGMENTATIONS) if values["aug_smooth"] else 1
+        if issubclass(method, PerturbationCAM):
+            share = served.table.share_after(values["layer"]) if issubclass(method, AblationCAM) else 1.0
+            passes = _passes(values, served) * max(share, 0.02) + copies  # and one pass to the layer a copy
+            return attribution_cost(served, values, shape, inputs=passes,
+                                    batch=self.perturbation_batch(served, values, shape))  # fmt: skip
+        grads = copies * (2 if method is GuidedGradCAM else 1)
+        return attribution_cost(served, values, shape, grad_inputs=grads, batch=copies)
+
     def run(self, served, x, values):
         v0 = values[0]
         method, layer = v0["method"], v0["layer"]
@@ -87,7 +114,8 @@ class GradCAMMode(BatchedMode):
             # a pass per channel and row: parts of at most max_cam_passes, all within the batch's time budget
             cap, deadline = served.limits.max_cam_passes, time.monotonic() + served.limits.max_busy_seconds
             rows = max(1, cap // _passes(v0, served))
-            cam = cls(served.model, layer, max_passes=cap, deadline=deadline)
+            batch = self.perturbation_batch(served, v0, x.shape[1:])
+            cam = cls(served.model, layer, max_passes=cap, deadline=deadline, batch_size=batch)
             parts = [cam(x[i : i + rows], targets[i : i + rows], **smooth) for i in range(0, len(x), rows)]
             cams, logits = torch.cat([r.cams for r in parts]), torch.cat([r.logits for r in parts])
             chosen = torch.cat([r.targets for r in parts])

@@ -3,6 +3,7 @@ scheduler (:mod:`vizserve.jobs`) interleaves, and the progress previews."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -13,6 +14,7 @@ from cnnviz import ActmaxResult, InvalidInput, InvalidOption, Optimization
 
 from .. import render
 from ..options import Option
+from ..passes import Passes, activation_bytes, picture_pixels
 from ..served import Served
 from .base import OptimizeMode
 
@@ -86,6 +88,25 @@ class Optimizing(OptimizeMode):
     def targets(self, values: Mapping[str, Any]) -> int:
         """How many images one step optimizes (for the cost estimate)."""
         return 1
+
+    def image_shape(self, served: Served, values: Mapping[str, Any]) -> tuple[int, ...]:
+        """One optimized image ``[3, size, size]`` (a video ``[3, T, size, size]``)."""
+        frames = served.spec.input_shape[1:-2]
+        return (served.spec.input_shape[0], *frames, values["size"], values["size"])
+
+    def cost(self, served, values, shape, memory):
+        """Its seconds are the cost model's (an optimization's own calibration); its memory: the passes of one
+        step (targets x copies images, the copies of up to 4 images in one pass), the images' parameters with Adam's
+        two moments and their gradient, a bfloat16 copy of the weights, and the answer's pictures."""
+        k, image = self.targets(values), self.image_shape(served, values)
+        copies = values["copies"] if values["transforms"] else 1
+        batch = k * copies if k * copies <= 4 else k
+        bf16 = values["precision"] == "bfloat16" or (values["precision"] == "auto" and served.bf16)
+        weights = sum(p.numel() for p in served.model.parameters()) * 2 if bf16 else 0
+        pictures = picture_pixels(*image[-2:], k * (image[1] if len(image) == 4 else 1))
+        raw = k * math.prod(image) * 4 if values["raw"] else 0
+        return Passes(memory=activation_bytes(served, image, True) * batch, held_bytes=k * math.prod(image) * 4 * 5
+                      + weights + pictures * 3, raw_bytes=raw, knob=("steps", values["steps"]))  # fmt: skip
 
     def run(self, served, values, x, budget_s, progress=None):
         """The whole optimization in a row, within ``budget_s`` seconds (in-process use; the server runs jobs)."""

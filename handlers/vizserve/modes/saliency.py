@@ -6,16 +6,19 @@ import torch
 
 from cnnviz import (
     BASELINES,
+    PERTURBATION_METHODS,
     SALIENCY_METHODS,
     SIGNED_METHODS,
     InvalidOption,
     attribution_map,
     baseline,
     lrp_problem,
+    perturbations,
     saliency,
 )
 
 from ..options import Option
+from ..passes import memory_of, pass_batch
 from .base import BatchedMode
 from .shared import (
     COLORMAP,
@@ -24,6 +27,7 @@ from .shared import (
     METHOD,
     OPACITY,
     TARGET,
+    attribution_cost,
     attribution_entry,
     class_index,
     faithfulness_fields,
@@ -70,6 +74,33 @@ class SaliencyMode(BatchedMode):
                 "faithfulness_steps")  # fmt: skip
         return tuple(values[k] for k in keys)
 
+    def rows(self, served, values, shape):
+        return 1 << 30  # the passes hold at most pass_inputs inputs, however many rows: the rows need no split
+
+    @staticmethod
+    def pass_inputs(served, values, shape) -> int:
+        """Inputs one pass holds, rows x samples: 32, or what fits the request's memory."""
+        grad = values["method"] not in PERTURBATION_METHODS
+        return pass_batch(served, shape, grad, memory_of(served, values), 32)
+
+    def cost(self, served, values, shape, memory):
+        """A forward pass for the logits, then the method's: one forward and backward pass (vanilla, input x
+        gradient, guided backprop, deconvnet, LRP; DeepLift two: input and baseline), one a sample (SmoothGrad and
+        its variants, GradientShap; DeepLiftShap two) or a path step (integrated gradients), or a forward pass a
+        patch (occlusion, feature ablation)."""
+        method, batch = values["method"], self.pass_inputs(served, values, shape)
+        per = {"deeplift": 2, "deepliftshap": 2 * values["samples"], "integrated_gradients": values["ig_steps"]}
+        if method in ("smoothgrad", "smoothgrad_sq", "vargrad", "gradientshap"):
+            per[method] = values["samples"]
+        knob = {"integrated_gradients": ("ig_steps", values["ig_steps"])}.get(method)
+        if method in ("smoothgrad", "smoothgrad_sq", "vargrad", "gradientshap", "deepliftshap"):
+            knob = ("samples", values["samples"])
+        if method in PERTURBATION_METHODS:
+            count = perturbations(method, shape[1:], values["window"], values["stride"])
+            return attribution_cost(served, values, shape, inputs=1 + count, batch=batch)
+        return attribution_cost(served, values, shape, inputs=1, grad_inputs=per.get(method, 1), batch=batch,
+                                knob=knob)  # fmt: skip
+
     def run(self, served, x, values):
         v0 = values[0]
         method = v0["method"]
@@ -80,7 +111,7 @@ class SaliencyMode(BatchedMode):
         attributions = saliency(
             served.model, x, targets, method, samples=v0["samples"], noise=v0["noise"], steps=v0["ig_steps"],
             baseline=None if base is None else base.to(x.device)[None], window=v0["window"], stride=v0["stride"],
-            max_perturbations=served.limits.max_perturbations,
+            max_perturbations=served.limits.max_perturbations, batch=self.pass_inputs(served, v0, x.shape[1:]),
         )  # fmt: skip
         maps = attribution_map(attributions, method)
         faith = faithfulness_fields(served, x, maps, targets, values)

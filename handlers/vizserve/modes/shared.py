@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from cnnviz import (
 from .. import render
 from ..animate import animation
 from ..options import Option, as_text
+from ..passes import Passes, memory_of, pass_batch, picture_pixels
 from ..served import Served
 
 LAYER = Option("layer", "text", None, "the one layer a mode looks at", allowed_text="a module name exactly as "
@@ -142,6 +144,26 @@ def attribution_entry(
     return entry
 
 
+def attribution_cost(served: Served, values, shape, *, inputs: float = 0, grad_inputs: float = 0, batch: int = 1,
+                     knob=None) -> Passes:  # fmt: skip
+    """An attribution mode's cost: its own passes, the faithfulness curves' (2 x (steps + 1) forward passes, in
+    batches of at most 32, or what fits), and the pictures of one map (the input beside its overlay, the map alone;
+    a clip's strips and animation): :func:`attribution_entry` makes them."""
+    frames = shape[1] if len(shape) == 4 else 1
+    pictures = picture_pixels(*shape[-2:], 3 * frames) + (picture_pixels(*shape[-2:], frames) if frames > 1 else 0)
+    if values["faithfulness"]:
+        inputs += 2 * (values["faithfulness_steps"] + 1)
+        batch = max(batch, faithfulness_batch(served, values, shape))
+    raw = math.prod(shape[1:]) * 4 if values["raw"] else 0
+    return Passes(inputs=inputs, grad_inputs=grad_inputs, batch=batch, grad=grad_inputs > 0, pictures=pictures,
+                  raw_bytes=raw, knob=knob)  # fmt: skip
+
+
+def faithfulness_batch(served: Served, values, shape) -> int:
+    """Inputs a pass of the faithfulness curves holds: 32, or what fits the request's memory."""
+    return pass_batch(served, shape, False, memory_of(served, values), 32)
+
+
 def faithfulness_fields(served: Served, x, maps, targets, values) -> list[dict[str, Any]]:
     """Each row's ``faithfulness`` entry field (deletion and insertion curves of its map ``maps[k]``, with the
     options of ``values[0]``: a batch shares them), or nothing where it was not asked."""
@@ -149,7 +171,8 @@ def faithfulness_fields(served: Served, x, maps, targets, values) -> list[dict[s
     if not v0["faithfulness"]:
         return [{} for _ in values]
     black = baseline("black", served.mean, served.std).to(x.device)
-    f = deletion_insertion(served.model, x, maps, targets, steps=v0["faithfulness_steps"], deleted=black[None])
+    f = deletion_insertion(served.model, x, maps, targets, steps=v0["faithfulness_steps"], deleted=black[None],
+                           batch=faithfulness_batch(served, v0, x.shape[1:]))  # fmt: skip
     return [
         {
             "faithfulness": {

@@ -1,0 +1,446 @@
+"""What a request will cost on this worker, estimated before any work is done: seconds of compute and bytes of memory.
+
+Every mode declares its cost next to its options (:meth:`vizserve.modes.base.Mode.cost`), as :class:`Passes`: how
+many inputs of the request's shape it runs forward, and forward and backward, how many it holds at once, what it
+keeps and how many pixels of pictures it encodes (optimizations give their seconds from their own calibration). The
+cost model turns that into seconds with what it measured of this model at load (:meth:`CostModel.calibrate`:
+forward and backward passes at two sizes and two batch sizes, PNG encoding, and an optimization's steps), into bytes
+with the layer table (every output of one forward pass, scaled by the input's size), and adds what decoding the
+input costs, from its header (:func:`probe`: decoded pixels x frames, before a pixel is decoded).
+
+The admission (:meth:`vizserve.pipeline.VizService.handle`) reads the estimate: a fast request runs inline, a slow
+one becomes a job or is refused (422) with its estimate, the limit and what would fit. Jobs correct the estimates
+that follow them by what they measured (:meth:`CostModel.learn`).
+
+Where this departs from exactness, on purpose: a pass's time is linear in the input's elements (a classifier head's
+fixed cost included at the model's size) and in the batch (fitted at 1 and 4); memory counts the outputs of every
+module call once (autograd keeps about that many for a backward) and the largest one three times (a pass without
+autograd holds its input, its output and a workspace), both of float32. The tests hold estimates to a factor of 3 of
+what is measured, for every mode family.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnviz import InputTooLarge, InvalidInput, OverBudget, shared_copy
+
+from .decode import NPY_MAGIC, check_structure
+from .modes import MODES, ForwardMode, OptimizeMode
+from .passes import Passes, activation_bytes, scale_of
+from .request import VizRequest, parse_request
+from .served import Served
+
+__all__ = ["CostModel", "Estimate", "Passes", "Probe", "optimizations", "probe"]
+
+log = logging.getLogger(__name__)
+
+MIB = 2**20
+#: Decoding, in seconds a decoded pixel (measured on this project's 2-core CPU; see VideoLimits): H.264 from 2.6 ns
+#: (720p, crf 23) to 9.2 ns (noise at 31 Mbit/s) a pixel, JPEG and PNG about 5 ns; the geometric middle.
+DECODE_S_PER_PIXEL = 5e-9
+#: A picked frame's conversion to RGB and its resize, a pixel of the source.
+FRAME_S_PER_PIXEL = 4e-9
+#: Frames a video decoder holds besides the one decoded (references, threads), as full frames of 1.5 bytes a pixel.
+DECODER_FRAMES = 8
+#: Before ``start`` a decoder starts at the keyframe before it: up to this many seconds more (a common GOP).
+PREROLL_S = 2.0
+
+
+def optimizations(req: VizRequest) -> list[str]:
+    """The optimizing modes a request asks for (actmax, invert), in its order."""
+    return [m for m in req.modes if isinstance(MODES[m], OptimizeMode)]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What an input will be, read from its header before anything is decoded.
+
+    ``kind``: ``image``, ``npy`` or ``video``; ``shape``: the model input it becomes ``[C, *S]``; ``pixels``:
+    pixels decoded in all (frames x frame size for a video); ``peak``: bytes decoding holds at once; ``seconds``:
+    decoding's estimate; ``what``: the input in words, for messages."""
+
+    kind: str
+    shape: tuple[int, ...]
+    pixels: int = 0
+    peak: int = 0
+    seconds: float = 0.0
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One request's estimate: ``seconds`` of compute, ``memory`` (bytes at the peak), ``response`` (bytes of its
+    answer at least: its arrays, which do not compress); ``parts``: seconds by part (``decode``, a mode's name),
+    ``knobs``: each mode's option that its cost grows with."""
+
+    seconds: float
+    memory: float
+    response: float
+    parts: dict[str, float] = field(default_factory=dict)
+    knobs: dict[str, tuple[str, float]] = field(default_factory=dict)
+    optimization: dict[str, Any] | None = None  # the optimizations' own estimate (jobs step them)
+
+    def about(self) -> dict[str, Any]:
+        """What a client is told of it (in a 202, a 422)."""
+        return {"estimate_s": round(self.seconds, 2), "estimate_mb": round(self.memory / MIB, 1)}
+
+
+# -- the input, from its header ------------------------------------------------------------------------------------
+
+
+def probe(req: VizRequest, served: Served, video_limits) -> Probe | None:
+    """What the request's input will cost to decode and what it becomes, from its header (cheap and bounded: the
+    image header, the .npy header, or the video container's header and chunk walk). ``None`` without an input.
+    Raises the same errors decoding would for what the header already shows (too many pixels, not a video)."""
+    data = req.data
+    if data is None:
+        return None
+    spec = served.spec
+    if data.startswith(NPY_MAGIC):
+        shape = _npy_shape(data)
+        return Probe("npy", shape, peak=len(data) * 2, what=f".npy array {list(shape)}")
+    if spec.modality == "video":
+        from .video import is_video, not_a_video, probe_clip
+
+        if not is_video(data):
+            raise not_a_video(spec.arch, data)
+
+        info = probe_clip(data, frames=req.clip["frames"], start=req.clip["start"], clip=req.clip["clip"],
+                          fps=spec.preprocess.fps, limits=video_limits)  # fmt: skip
+        frame = info["width"] * info["height"]
+        decoded = info["decoded"]
+        shape = (spec.input_shape[0], req.clip["frames"], *spec.input_shape[2:])
+        seconds = decoded * frame * DECODE_S_PER_PIXEL + req.clip["frames"] * frame * FRAME_S_PER_PIXEL
+        peak = int(frame * 1.5 * DECODER_FRAMES + frame * 3 * 2 + math.prod(shape) * 4 * 2)
+        return Probe("video", shape, decoded * frame, peak, seconds, info["what"])
+    check_structure(data)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height, fmt = im.size[0], im.size[1], im.format or "image"
+    except Exception:  # not an image Pillow reads: decoding says so, with its message
+        return Probe("image", tuple(spec.input_shape), what="an unreadable image")
+    pixels = width * height
+    if pixels > served.limits.max_image_pixels:
+        raise InputTooLarge(
+            f"image is {width}x{height} = {pixels:,} pixels; this server takes at most "
+            f"{served.limits.max_image_pixels:,} (max_image_pixels). Downscale it first."
+        )
+    if fmt == "JPEG":  # decoded at a reduced size: down to twice the resize's short side (vizserve.decode)
+        short = max(1, min(width, height))
+        reduce = max(1, min(8, short // max(1, 2 * min(spec.preprocess.resize_sizes))))
+        pixels //= reduce * reduce
+    return Probe("image", tuple(spec.input_shape), pixels, pixels * 8, pixels * DECODE_S_PER_PIXEL,
+                 f"{fmt} {width}x{height}")  # fmt: skip
+
+
+def _npy_shape(data: bytes) -> tuple[int, ...]:
+    """The shape in a .npy header (the reader checks it again, and everything else, when it reads the array)."""
+    try:
+        buf = io.BytesIO(data)
+        version = np.lib.format.read_magic(buf)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, _ = read(buf, max_header_size=10_000)
+        return tuple(int(s) for s in shape)
+    except Exception as exc:
+        raise InvalidInput(f".npy header cannot be read: {str(exc)[:200]}") from exc
+
+
+# -- the model ------------------------------------------------------------------------------------------------------
+
+
+class CostModel:
+    """The cost of requests to one served model: calibrated once, rescaled by what jobs measure.
+
+    Attributes:
+        passes: seconds of a pass, measured (:meth:`calibrate`): ``fwd_fixed``, ``fwd_per`` (an input of the model's
+            size), ``fwd_batch`` (each further input of a batch, over the first), and the same for ``grad_*``
+            (forward and backward to the input); ``png_per_pixel``.
+        calibration: an optimization step's parts (seconds), or ``None`` before.
+        scale: what the jobs' measured steps say of the optimization calibration (:meth:`learn`), 1 at first;
+            ``pass_scale`` the same for passes.
+    """
+
+    def __init__(self, served: Served) -> None:
+        self.served = served
+        self.passes: dict[str, float] | None = None
+        self.calibration: dict[str, float] | None = None
+        self.scale = 1.0
+        self.pass_scale = 1.0
+
+    # -- calibration --------------------------------------------------------------------------------------------
+
+    def calibrate(self, least_s: float = 2.0, most_rounds: int = 8) -> dict[str, float]:
+        """Both calibrations (:meth:`calibrate_passes`, :meth:`calibrate_optimization`); the TorchServe handler
+        calls it at model load, before any request."""
+        self.calibrate_passes()
+        return self.calibrate_optimization(least_s, most_rounds)
+
+    def calibrate_passes(self, least_s: float = 1.0, most_rounds: int = 12) -> dict[str, float]:
+        """Seconds of a forward pass and of a forward and backward pass, at the model's input size and at half its
+        side, of one input and of a batch of four, and of PNG encoding a pixel: each the least over rounds of all of
+        them in turn (after one to warm up; at least three, and until ``least_s`` seconds were spent or
+        ``most_rounds`` ran: a busy moment slows one round of each, not every run of one). Fitted as ``fixed + per
+        x elements`` and ``+ batch x (inputs - 1) x elements``, a further input of a batch costing between a
+        sixteenth of one input and one input."""
+        if self.passes is not None:
+            return self.passes
+        served = self.served
+        spec, device = served.spec, served.device
+        full = tuple(spec.input_shape)
+        half = (*full[:-2], max(spec.min_side or 1, full[-2] // 2), max(spec.min_side or 1, full[-1] // 2))
+        model = shared_copy(served.model, hooks=False)
+        from .render import attribution_pngs  # what most pictures go through: blend, colour bar, title, PNG
+
+        noise = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+        def pictures(side: int) -> float:
+            t0 = time.perf_counter()
+            attribution_pngs(noise[:, :side, :side], noise[0, :side, :side], title="calibration", ticks=("0", "1"))
+            return time.perf_counter() - t0
+
+        def timed(shape, batch: int, grad: bool) -> float:
+            x = torch.zeros((batch, *shape), device=device)
+            t0 = time.perf_counter()
+            if grad:
+                with torch.inference_mode(False), torch.enable_grad():
+                    model(x.clone().requires_grad_(True)).sum().backward()
+            else:
+                with torch.inference_mode():
+                    model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - t0
+
+        runs = {(kind, shape, batch): [] for kind in ("fwd", "grad") for shape, batch in ((full, 1), (half, 1),
+                                                                                           (full, 4))}  # fmt: skip
+        png: list[float] = []
+        for key in runs:  # warm-up: oneDNN builds its kernels for each new shape on the first pass
+            timed(key[1], key[2], key[0] == "grad")
+        pictures(224)
+        t0 = time.perf_counter()
+        rounds = 0
+        while rounds < 3 or (time.perf_counter() - t0 < least_s and rounds < most_rounds):
+            for kind, shape, batch in runs:
+                runs[(kind, shape, batch)].append(timed(shape, batch, kind == "grad"))
+            png.append(pictures(224))
+            rounds += 1
+        best = {key: min(times) for key, times in runs.items()}
+        out: dict[str, float] = {}
+        ratio = math.prod(half[1:]) / math.prod(full[1:])
+        for kind in ("fwd", "grad"):
+            one, small, four = best[(kind, full, 1)], best[(kind, half, 1)], best[(kind, full, 4)]
+            per = min(one, max((one - small) / max(1e-6, 1 - ratio), one / 8))
+            out[f"{kind}_per"] = per
+            out[f"{kind}_fixed"] = max(0.0, one - per)
+            out[f"{kind}_batch"] = min(one, max((four - one) / 3, one / 16))
+        # a map's two pictures: the input beside its overlay and the map, 3 x 224 x 224 pixels with their titles and
+        # colour bars (a picture's fixed costs counted by the pixel: no picture is under 224 px on its short side)
+        out["png_per_pixel"] = min(png) / (3 * 224 * 224)
+
+        self.passes = out
+        log.info("%s: a forward pass %.4f s, forward and backward %.4f s (one input of %s; %d rounds)", served.name,
+                 out["fwd_fixed"] + out["fwd_per"], out["grad_fixed"] + out["grad_per"], full, rounds)  # fmt: skip
+        return out
+
+    def pass_seconds(self, shape: Sequence[int], inputs: float, batch: int, grad: bool) -> float:
+        """Seconds for ``inputs`` inputs of ``shape`` run in passes of ``batch``."""
+        if inputs <= 0:
+            return 0.0
+        p, kind = self.calibrate_passes(), "grad" if grad else "fwd"
+        n = scale_of(self.served, shape)
+        one = p[f"{kind}_fixed"] + p[f"{kind}_per"] * n
+        batch = max(1, min(batch, math.ceil(inputs)))
+        per_pass = one + p[f"{kind}_batch"] * n * (batch - 1)
+        return math.ceil(inputs / batch) * per_pass * self.pass_scale
+
+    def calibrate_optimization(self, least_s: float = 2.0, most_rounds: int = 8) -> dict[str, float]:
+        """What an optimization costs on this worker, measured once (cached): actmax of one class image at the
+        model's input size and at half of it, with the default options but one transformed copy a step (after a
+        warm-up); the set-up, the shortest of five steps and the final scoring and encoding, each the least over
+        rounds of both sizes (at least two, and until ``least_s`` seconds were spent or ``most_rounds`` ran: a
+        small model's rounds take milliseconds, and a calibration taken while the machine was busy for a moment set
+        every estimate 3x too high), fitted as ``fixed + per_image x n`` (``n``: images of the input size)."""
+        if self.calibration is None:
+            spec = self.served.spec
+            side = max(16, spec.input_shape[-1])  # actmax's smallest size
+            half = max(spec.min_side or 16, 16, side // 2)
+            self._warm_up(half)
+            runs: dict[int, list[dict[str, float]]] = {half: [], side: []}
+            t0 = time.perf_counter()
+            while len(runs[side]) < 2 or (time.perf_counter() - t0 < least_s and len(runs[side]) < most_rounds):
+                for n in runs:  # the sizes in turn: a busy moment slows a round of both, not all runs of one
+                    runs[n].append(self._measure(n))
+            # part by part, the least: other work on the machine only ever slows a run down
+            small, full = ({k: min(run[k] for run in runs[n]) for k in runs[n][0]} for n in (half, side))
+            n_small = (half / side) ** 2
+            cost: dict[str, float] = {}
+            for part in ("setup", "step", "finish"):
+                per = max((full[part] - small[part]) / max(1e-6, 1 - n_small), full[part] / 8)
+                cost[f"{part}_per_image_s"] = per
+                cost[f"{part}_fixed_s"] = max(0.0, full[part] - per)
+            self.calibration = cost
+            log.info("%s: optimization cost per step %.4f s + %.4f s an image (%s px)", self.served.name,
+                     cost["step_fixed_s"], cost["step_per_image_s"], side)  # fmt: skip
+        return self.calibration
+
+    def _values(self, size: int, steps: int | None = None) -> dict[str, Any]:
+        fields = {"mode": "actmax", "channel": "0", "size": str(size), "copies": "1"}
+        if steps is not None:
+            fields["steps"] = str(steps)
+        return parse_request(fields, self.served).values["actmax"]
+
+    def _warm_up(self, size: int, least: int = 12, most: int = 40, seconds: float = 20.0) -> None:
+        """Steps until they are steady: the first steps of a process are 10 to 20 times slower on a CPU (measured
+        here: about 11 steps, whatever the shape), which would make every estimate that much too high."""
+        served = replace(self.served, model=shared_copy(self.served.model, hooks=False))
+        with torch.inference_mode(False):
+            opt = MODES["actmax"].start(served, self._values(size), None)
+            times: list[float] = []
+            end = time.perf_counter() + seconds
+            try:
+                while len(times) < most and time.perf_counter() < end:
+                    t0 = time.perf_counter()
+                    opt.step()
+                    times.append(time.perf_counter() - t0)
+                    if len(times) >= least and max(times[-3:]) < 2 * min(times):
+                        break
+            finally:
+                opt.close()
+
+    def _measure(self, size: int) -> dict[str, float]:
+        served = replace(self.served, model=shared_copy(self.served.model, hooks=False))
+        mode = MODES["actmax"]
+        values = self._values(size, steps=5)
+        with torch.inference_mode(False):
+            t0 = time.perf_counter()
+            opt = mode.start(served, values, None)
+            setup = time.perf_counter() - t0
+            times = []
+            for _ in range(values["steps"]):
+                t0 = time.perf_counter()
+                opt.step()
+                times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            mode.present(served, values, opt.finish(False))
+            finish = time.perf_counter() - t0
+        return {"setup": setup, "step": min(times), "finish": finish}
+
+    # -- estimates ----------------------------------------------------------------------------------------------
+
+    def estimate(
+        self, req: VizRequest, source: Probe | None = None, memory: float | None = None, optimize: bool = True
+    ) -> Estimate:
+        """The request's estimate: decoding its input (``source``, from :func:`probe`), a forward pass shared by
+        the forward modes, each mode's passes (with passes of at most the inputs that fit ``memory``, default the
+        job memory limit), the encoding of its pictures, and (``optimize``) its optimizations
+        (:meth:`optimization_estimate`; in-process, without jobs, they run within the budget and are not estimated).
+        Memory is the largest of decoding, the largest pass and an optimization's, plus what the modes keep."""
+        served, limits = self.served, self.served.limits
+        memory = memory if memory is not None else limits.job_memory_mb * MIB
+        p = self.calibrate_passes()
+        shape = source.shape if source is not None else None
+        parts: dict[str, float] = {}
+        knobs: dict[str, tuple[str, float]] = {}
+        peaks = [source.peak if source is not None else 0]
+        held = response = 0.0
+        if source is not None:
+            parts["decode"] = source.seconds
+            held += math.prod(shape) * 4
+        shared = [m for m in req.modes if isinstance(MODES[m], ForwardMode)]
+        if shared and shape is not None:
+            parts["forward"] = self.pass_seconds(shape, 1, 1, False)
+            peaks.append(activation_bytes(served, shape, False))
+        for name in req.modes:
+            cost = MODES[name].cost(served, req.values[name], shape, memory)
+            seconds = cost.seconds
+            if shape is not None:
+                seconds += self.pass_seconds(shape, cost.inputs, cost.batch, False)
+                seconds += self.pass_seconds(shape, cost.grad_inputs, cost.batch, True)
+                if cost.inputs or cost.grad_inputs:
+                    peaks.append(activation_bytes(served, shape, cost.grad) * cost.batch)
+            seconds += cost.pictures * p["png_per_pixel"]
+            peaks.append(cost.memory)
+            held += cost.held_bytes + cost.raw_bytes + cost.pictures * 3
+            response += cost.raw_bytes * 4 / 3
+            parts[name] = seconds
+            if cost.knob is not None:
+                knobs[name] = cost.knob
+        opt = None
+        if optimize and optimizations(req):
+            opt = self.optimization_estimate(req)
+            for name in optimizations(req):
+                parts[name] = parts.get(name, 0.0) + opt["exact_s"] / len(optimizations(req))
+        return Estimate(sum(parts.values()), max(peaks) + held, response, parts, knobs, opt)
+
+    def optimization_estimate(self, req: VizRequest) -> dict[str, Any]:
+        """The compute the request's optimizations will take, from :meth:`calibrate_optimization`: with ``n`` =
+        targets x (size / input size)^2, steps x copies x (fixed + per image x n) plus the set-up and the final
+        scoring and encoding at the same scale. Over ``refuse_factor`` x the budget, or when not even its set-up,
+        one step and its answer fit the budget, ``"refusal"`` holds the :class:`cnnviz.OverBudget` (422) that the
+        admission raises for a job; between 1x and ``refuse_factor`` x, the job runs and stops early with what it
+        has."""
+        cost, limits, scale = self.calibrate_optimization(), self.served.limits, self.scale
+        side = max(16, self.served.spec.input_shape[-1])  # as calibrated
+
+        def part(name: str, n: float) -> float:
+            return (cost[f"{name}_fixed_s"] + cost[f"{name}_per_image_s"] * n) * scale
+
+        def step(v: Mapping[str, Any], n: float) -> float:  # each transformed copy is a forward and a backward
+            return part("step", n) * (v["copies"] if v["transforms"] else 1)
+
+        parts = []
+        for name in optimizations(req):
+            v = req.values[name]
+            n = MODES[name].targets(v) * (v["size"] / side) ** 2
+            parts.append((name, v, n, part("setup", n) + part("finish", n) + step(v, n) * v["steps"]))
+        total = sum(p[3] for p in parts)
+        step_s = step(parts[0][1], parts[0][2])
+        reserve = sum(part("finish", n) for _, _, n, _ in parts)
+        limit = limits.max_busy_seconds * limits.refuse_factor
+        about = {"estimate_s": round(total, 1), "step_s": round(step_s, 4), "budget_s": limits.max_busy_seconds}
+        name, v, n, own = parts[0]
+        one_step = part("setup", n) + part("finish", n) + step_s + (total - own)  # the least useful job
+        refusal = None
+        if total > limit or one_step > limits.max_busy_seconds:
+            room = limit - (total - own) - part("setup", n) - part("finish", n)
+            fit = max(0, int(room / step_s)) if one_step <= limits.max_busy_seconds else 0
+            targets = MODES[name].targets(v)
+            advice = (f"at most {fit} steps fit at this size with {targets} targets" if fit else
+                      f"not even one step fits the budget at this size with {targets} targets")  # fmt: skip
+            refusal = OverBudget(
+                f"this optimization would take about {total:,.0f} s of compute on this worker ({step_s:.3f} s a "
+                f"step for {targets} targets at {v['size']} px, from steps measured on this model at {side} px, x "
+                f"{v['steps']} steps; {one_step:.1f} s for its set-up, one step and its answer); a job gets "
+                f"{limits.max_busy_seconds} s (max_busy_seconds) and is refused over {limits.refuse_factor} x that, "
+                f"or when not one step fits; {advice}: ask for fewer steps, fewer targets or a smaller size",
+                estimate_s=round(total, 1), limit_s=limit, budget_s=limits.max_busy_seconds, max_steps=fit,
+            )  # fmt: skip
+        return {**about, "reserve_s": reserve, "first_step_s": step_s, "exact_s": total, "scale": scale,
+                "refusal": refusal}  # fmt: skip
+
+    def learn(self, estimate: Mapping[str, Any], step_times: Sequence[float]) -> None:
+        """Correct later estimates by what a job's steps took: the calibration at model load may have run while
+        the machine was busy (every model of a server calibrates at once), which made estimates 3x too high. The
+        shortest of the job's steps (at least 4) over the step it was estimated at rescales every part, between
+        1/20 and 20 times the calibration."""
+        if len(step_times) >= 4 and estimate["first_step_s"] > 0:
+            scale = estimate["scale"] * min(step_times) / estimate["first_step_s"]
+            self.scale = min(20.0, max(0.05, scale))
+
+    def learn_passes(self, estimated_s: float, measured_s: float, scale: float) -> None:
+        """The same for passes: a job of passes that took ``measured_s`` where ``estimated_s`` was estimated (at
+        ``scale``) rescales later pass estimates, between 1/20 and 20 times the calibration; jobs under 0.2 s teach
+        nothing (their time is mostly not passes)."""
+        if estimated_s > 0 and measured_s >= 0.2:
+            self.pass_scale = min(20.0, max(0.05, scale * measured_s / estimated_s))
