@@ -63,8 +63,9 @@ def key_problem(
     expires = _when(entry.get("expiration time"))
     now = now or datetime.now(timezone.utc)
     if expires is not None and expires <= now:
-        ago = round((now - expires).total_seconds() / 60)
-        return (f"{lead}: the {kind} key of {key_file} expired at {expires:%Y-%m-%d %H:%M:%S} UTC ({ago} min ago; "
+        seconds = (now - expires).total_seconds()
+        ago = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+        return (f"{lead}: the {kind} key of {key_file} expired at {expires:%Y-%m-%d %H:%M:%S} UTC ({ago} ago; "
                 f"keys last token_expiration_min minutes, 60 in config.properties). {renew}")  # fmt: skip
     return (f"{lead}: the key sent is the {kind} key of {key_file}, not expired by the file: the server called is "
             f"probably another TorchServe than the one that wrote that file")  # fmt: skip
@@ -72,7 +73,7 @@ def key_problem(
 
 def _sources(kind: str) -> str:
     env = "VIZ_TOKEN" if kind == "inference" else "VIZ_MANAGEMENT_TOKEN"
-    return f"the clients read it from --key-file (default: the repository's key_file.json) unless ${env} is set"
+    return f"the clients take ${env} (viz_client.py: --token), else --key-file (default: the repository's one)"
 
 
 def _when(text: Any) -> datetime | None:
