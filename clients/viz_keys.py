@@ -48,7 +48,7 @@ def key_problem(
         f"{key_file} (TorchServe writes key_file.json in the folder it was started from; ./serve.sh: the repository)"
     )
     renew = (
-        f"A new one: curl -X POST '{management}/token?type={kind}' -H \"Authorization: Bearer $api\" with $api the "
+        f"A new one: curl -H \"Authorization: Bearer $api\" '{management}/token?type={kind}' with $api the "
         f'file\'s "API" key (TorchServe rewrites the file), or restart TorchServe (./serve.sh stop; ./serve.sh)'
     )
     lead = f"TorchServe refused the {kind} key (its 400 InvalidKeyException, answered before the model sees a request)"

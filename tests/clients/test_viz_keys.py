@@ -36,7 +36,7 @@ def test_each_key_problem_is_named_with_the_file(tmp_path):
     assert "not expired by the file: the server called is probably another TorchServe" in live
     gone = key_problem("inf-1", key_file(tmp_path, "2026-01-01T11:30:00Z"), "inference", "http://h:8081", now=NOW)
     assert f"the inference key of {path} expired at 2026-01-01 11:30:00 UTC (30 min ago;" in gone
-    assert "curl -X POST 'http://h:8081/token?type=inference'" in gone and "api-1" not in gone
+    assert "Bearer $api\" 'http://h:8081/token?type=inference'" in gone and "api-1" not in gone
     mgmt = key_problem("mgmt-1", key_file(tmp_path, "2025-12-31T12:00:00Z"), "management", now=NOW)
     assert "the management key of" in mgmt and "/token?type=management" in mgmt
     for text in (none, wrong, live, gone, mgmt):
