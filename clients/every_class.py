@@ -353,14 +353,15 @@ class EveryClass:
             if r.status_code in (404, 410):
                 losses += 1
                 if losses > 3:
-                    raise Stop(f"job {job} lost again ({error_text(r)}): giving up; run the same command later")
+                    why = error_text(r, Path(self.args.key_file))
+                    raise Stop(f"job {job} lost again ({why}): giving up; run the same command later")
                 self.progress.note(f"job {job} was lost ({_type(r)}): submitting its {size} classes again")
                 m.pending = None
                 continue
             if r.status_code != 200:
                 if "Token" not in r.text:  # the job itself failed: submitted anew when run again
                     m.pending = None
-                raise Stop(f"{error_text(r)}; run the same command again to go on")
+                raise Stop(f"{error_text(r, Path(self.args.key_file))}; run the same command again to go on")
             losses = 0
             todo = self._keep(r.json().get("actmax", []), todo, run)
         return todo
@@ -384,7 +385,7 @@ class EveryClass:
             self.sleep(wait)
             return False
         if r.status_code != 202:
-            raise Stop(error_text(r))
+            raise Stop(error_text(r, Path(self.args.key_file)))
         state = r.json()
         self.manifest.pending = {"job": state["job"], "classes": classes, "submitted": now()}
         self.manifest.save()

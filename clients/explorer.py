@@ -9,7 +9,9 @@ forwards the page's requests to TorchServe, adding the key there, so the key nev
   GET  /api/models                  the served models (TorchServe's management API, with the management key)
   POST /api/predictions/MODEL       forwarded as it is to SERVER/predictions/MODEL (a request, or the poll of an
                                     optimization job: field job=ID, with cancel=true for Stop), answered with
-                                    TorchServe's status and body
+                                    TorchServe's status and body; a refused key (TorchServe's 400
+                                    InvalidKeyException, the same for every key problem) with a 401 that says
+                                    which problem: none, not the key file's, or expired (and how to renew it)
 
 The page builds its controls from the model's own mode=describe and mode=layers answers. Only the configured
 server is ever called, model names are checked (letters, digits, '_', '-', '.': never a path), and a request body
@@ -33,6 +35,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from viz_keys import is_key_refusal, key_problem  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = Path(__file__).resolve().parent / "explorer"
@@ -107,6 +112,8 @@ def list_models(config: Config) -> list[str]:
     for _ in range(100):  # pages of 100 models
         params = {"limit": "100", **({"next_page_token": token} if token else {})}
         r = requests.get(f"{config.management}/models", params=params, headers=headers, timeout=30)
+        if is_key_refusal(r.status_code, _json(r.content)):
+            raise Refused(401, key_problem(config.key("management"), config.key_file, "management", config.management))
         if r.status_code != 200:
             raise Refused(502, f"the management API answered {r.status_code}: {message_of(r.content)}")
         page = r.json()
@@ -115,6 +122,13 @@ def list_models(config: Config) -> list[str]:
         if not token:
             break
     return sorted(names)
+
+
+def _json(body: bytes):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def message_of(body: bytes) -> str:
@@ -152,7 +166,8 @@ class Handler(BaseHTTPRequestHandler):
     def refuse(self, status: int, message: str) -> None:
         body = json.dumps({"code": status, "type": HTTPStatus(status).phrase.replace(" ", ""), "message": message})
         self.close_connection = True  # the request's body may be unread
-        self.answer(status, body.encode(), "application/json")
+        challenge = {"WWW-Authenticate": 'Bearer realm="TorchServe"'} if status == 401 else None  # RFC 6750
+        self.answer(status, body.encode(), "application/json", challenge)
 
     # -- checks ----------------------------------------------------------------------------------------------
     def check_host(self) -> None:
@@ -241,6 +256,8 @@ class Handler(BaseHTTPRequestHandler):
             headers["Authorization"] = f"Bearer {key}"
         r = requests.post(f"{self.config.server}/predictions/{model}", data=body, headers=headers,
                           timeout=self.config.timeout)  # fmt: skip
+        if is_key_refusal(r.status_code, _json(r.content)):  # TorchServe's 400 for any key problem: which one, 401
+            raise Refused(401, key_problem(key, self.config.key_file, "inference", self.config.management))
         passed = {k: r.headers[k] for k in PASSED_HEADERS[1:] if k in r.headers}
         content = scrub(r.content, [key, self.config.key("management")])
         self.answer(r.status_code, content, r.headers.get("Content-Type", "application/octet-stream"), passed)

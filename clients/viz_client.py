@@ -18,6 +18,8 @@ actmax and invert run as jobs on the server: the request is answered 202 with a 
 polls it (field job=ID) every --poll seconds, printing the progress, until the answer comes.
 
 The token comes from --token, else $VIZ_TOKEN, else key_file.json in the folder TorchServe was started from.
+A refused key is told apart (none sent, not the key file's, expired: then how to get a new one), as TorchServe
+answers all three with one 400 (clients/viz_keys.py).
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from viz_keys import is_key_refusal, key_problem  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".npy"}
@@ -58,14 +64,19 @@ def unreachable(args: argparse.Namespace) -> str:
     return f"cannot reach {args.url}: is the server running? (./serve.sh)"
 
 
-def error_text(r: requests.Response) -> str:
-    """A refused or failed request as one line: the status and the server's message, with a hint for a stale key."""
+def error_text(r: requests.Response, key_file: Path | None = None) -> str:
+    """A refused or failed request as one line: the status and the server's message; a refused key as what was
+    wrong with it (:func:`viz_keys.key_problem`, against ``key_file``, default the repository's key_file.json)."""
     try:
         err = r.json()
     except ValueError:
         err = {"message": r.text[:500]}
-    hint = " (keys expire: restart with ./serve.sh or read the new key_file.json)" if "Token" in r.text else ""
-    return f"HTTP {r.status_code}: {err.get('message', err)}{hint}"
+    if is_key_refusal(r.status_code, err):
+        sent = str(r.request.headers.get("Authorization", "")).removeprefix("Bearer ").strip() if r.request else ""
+        url = urlsplit(r.url or "http://127.0.0.1:8080")
+        management = f"{url.scheme}://{url.hostname}:8081"  # config.properties' management port
+        return f"HTTP {r.status_code}: {key_problem(sent, key_file or ROOT / 'key_file.json', management=management)}"
+    return f"HTTP {r.status_code}: {err.get('message', err)}"
 
 
 def extra_fields(p: argparse.ArgumentParser, options: list[str]) -> dict:
@@ -192,7 +203,7 @@ def call(args: argparse.Namespace, fields: dict, image: Path | None = None, ever
     except requests.ConnectionError:
         sys.exit(unreachable(args))
     if r.status_code != 200:
-        sys.exit(error_text(r))
+        sys.exit(error_text(r, Path(args.key_file)))
     out = r.json()
     if cancelled:
         out["cancelled"] = True

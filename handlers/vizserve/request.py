@@ -4,15 +4,18 @@ The parser is generic: it knows the global options (:data:`GLOBAL_OPTIONS`) and 
 declarations of the modes asked (:mod:`vizserve.modes`).
 
 TorchServe hands a handler one dict per request: ``{"body": ...}`` for a whole body (raw bytes, or the object of
-an ``application/json`` body), or one key per multipart/url-encoded form field. Query parameters never arrive.
+an ``application/json`` body), or one key per multipart/url-encoded form field. The query string of
+``/predictions/{model}`` and ``/explanations/{model}`` never arrives (TorchServe's front end drops it, and no header
+carries it); on its ``/models/{model}/invoke`` path query parameters arrive as fields beside the body.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +31,21 @@ from .served import Served
 __all__ = ["GLOBAL_OPTIONS", "VizRequest", "all_options", "fields_of", "parse_request"]
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+#: Names people send for a field this API calls otherwise: curl users write ``-F file=@cat.jpg``.
+ALIASES = dict.fromkeys(("file", "files", "image", "img", "input", "photo", "picture", "upload", "video"), "data")
+#: Field names that carry a key: the key goes in TorchServe's Authorization header, never in a field.
+KEY_FIELDS = ("key", "token", "authorization", "bearer", "api_key", "apikey")
+NO_FIELDS = (
+    "the request has no fields. A JSON body needs -H 'Content-Type: application/json': without it curl -d sends "
+    "application/x-www-form-urlencoded, which TorchServe decodes as form fields before the handler (JSON text has "
+    "none). An image goes as -F data=@cat.jpg, or as the body with its type: -H 'Content-Type: image/jpeg' "
+    "--data-binary @cat.jpg"
+)
+JSON_AS_FORM = (
+    "the body is JSON but came labelled as a form (application/x-www-form-urlencoded, curl -d's default), so "
+    "TorchServe decoded it as form fields before the handler, splitting it at '&' and '=' and turning '+' into "
+    "spaces: send it with -H 'Content-Type: application/json'"
+)
 
 
 def all_options() -> dict[str, list[tuple[str, Option]]]:
@@ -62,10 +80,31 @@ class VizRequest:
 
 
 def fields_of(item: Mapping[str, Any]) -> dict[str, Any]:
-    """The request's fields as one dict, whatever way they came (raw body, JSON body, form fields)."""
+    """The request's fields as one dict, whatever way they came (raw body, JSON body, form fields; query parameters
+    beside a body, on TorchServe's ``/models/{model}/invoke`` path). A form that TorchServe decoded from a JSON body
+    sent without its Content-Type is refused with the fix (its text cannot be restored: see :data:`JSON_AS_FORM`)."""
+    check_form(item)
     if "body" not in item or "data" in item:
         return dict(item)
-    body = item["body"]
+    fields = _body_fields(item["body"])
+    beside = {k: v for k, v in item.items() if k != "body"}
+    twice = sorted(set(beside) & set(fields))
+    if twice:
+        raise InvalidOption(f"option {clip_text(twice[0])!r} came twice: in the query string and in the body")
+    return {**fields, **beside}
+
+
+def check_form(item: Mapping[str, Any]) -> None:
+    """Refuse what TorchServe makes of a body sent as ``application/x-www-form-urlencoded`` that was not a form:
+    no fields at all (JSON without ``=``; nothing else arrives empty: a bare body comes as ``{"body": b""}``), or a
+    field named like the start of a JSON text (JSON with ``=`` in it, as base64 padding has)."""
+    if not item:
+        raise InvalidInput(NO_FIELDS)
+    if any(isinstance(k, str) and k.lstrip()[:1] in ("{", "[") for k in item):
+        raise InvalidInput(JSON_AS_FORM)
+
+
+def _body_fields(body: Any) -> dict[str, Any]:
     if isinstance(body, (bytes, bytearray, str)):
         raw = body.encode() if isinstance(body, str) else bytes(body)
         if raw.lstrip()[:1] not in (b"{", b"["):  # no image or .npy starts like JSON
@@ -75,6 +114,49 @@ def fields_of(item: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(body, Mapping):
         return dict(body)
     raise InvalidInput(f"request body must be an image, a .npy array or a JSON object; got JSON {type(body).__name__}")
+
+
+def _either(names: Sequence[str]) -> str:
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def close_names(name: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """The ``n`` names nearest ``name``, nearest first (difflib, case-folded; ``name`` cut to 100 characters so a
+    long one costs little)."""
+    folded = {x.lower(): x for x in names}
+    return [folded[c] for c in difflib.get_close_matches(name.lower()[:100], folded, n=n)]
+
+
+def unknown_option(names: Sequence[str], declared: Iterable[str]) -> InvalidOption:
+    """The error for fields no declaration has (``names``, sorted): the first, with the declared names nearest it
+    (``file`` and its like: ``data``), or where to find them all when none is near."""
+    name = str(names[0])
+    shown = f"unknown option {clip_text(name)!r}"
+    if len(names) > 1:
+        shown += f" (and {len(names) - 1} more: {', '.join(clip_text(str(x), 30) for x in names[1:4])})"
+    if name.lower() in KEY_FIELDS:
+        return InvalidOption(f"{shown}: the key goes in a header, -H \"Authorization: Bearer $key\" (the inference "
+                             "key of key_file.json, where TorchServe was started), never in a field")  # fmt: skip
+    alias = [ALIASES[name.lower()]] if name.lower() in ALIASES else []
+    close = list(dict.fromkeys(alias + close_names(name, declared)))[:3]
+    if not close:
+        return InvalidOption(f"{shown}; -F mode=describe lists every option with the modes that read it "
+                             "(README: Options)")  # fmt: skip
+    hint = " (the input is field 'data': -F data=@cat.jpg)" if close[0] == "data" else ""
+    return InvalidOption(f"{shown}; did you mean {_either(close)}?{hint}")
+
+
+def unknown_mode(name: str) -> InvalidOption:
+    """The error for a mode that does not exist: a method's name gets its mode, others the nearest modes."""
+    shown = f"unknown mode {clip_text(name)!r}"
+    owner = next((m.name for m in MODES.values() if name.lower() in m.claims.get("method", ())), None)
+    if owner:
+        return InvalidOption(f"{shown}: {name.lower()} is a method of mode {owner}; send mode={owner} and "
+                             f"method={name.lower()}")  # fmt: skip
+    close = close_names(name, MODES)
+    hint = f" (did you mean {_either(close)}?)" if close else ""
+    return InvalidOption(f"{shown}{hint}; modes: {', '.join(MODES)}")
 
 
 _BASE64_TEXT = re.compile(rb"\s*(data:[\w/+.-]*;base64,)?[A-Za-z0-9+/=\s]+", re.IGNORECASE)
@@ -132,13 +214,13 @@ def parse_request(fields: Mapping[str, Any], served: Served, *, explain: bool = 
                 f"unknown option {unknown[0]!r}: this is the plain API; KServe {'v1' if kserve == 'kserve' else 'v2'} "
                 f"bodies are read by a TorchServe started with service_envelope={kserve} (kserve/config)"
             )
-        raise InvalidOption(f"unknown option {clip_text(str(unknown[0]))!r}; options: {', '.join(declared)}")
+        raise unknown_option(unknown, declared)
     data = _data(fields.get("data"))
 
     asked = (as_names("mode", fields.get("mode", "classify")) or ["classify"]) + (["gradcam"] if explain else [])
     for m in asked:
         if m not in MODES:
-            raise InvalidOption(f"unknown mode {clip_text(m)!r}; modes: {', '.join(MODES)}")
+            raise unknown_mode(m)
     wanted = set(asked) | ({"classify"} if data is not None else set())
     modes = tuple(m for m in MODES if m in wanted)
     if data is None:

@@ -152,6 +152,25 @@ def test_a_key_the_server_repeats_is_scrubbed_and_refusals_pass_with_their_messa
     assert r.status_code == 202 and r.json()["job"] == "j1"
 
 
+#: TorchServe 0.12's answer to a missing, wrong or expired key, from its front end (TokenAuthorizationHandler).
+KEY_REFUSED = json.dumps({"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed. Token "
+                          "either incorrect, expired, or not provided correctly"}).encode()  # fmt: skip
+
+
+def test_a_refused_key_is_a_401_that_says_which_key_and_where_it_is(explore, keys):
+    page, fake = explore
+    keys.write_text(json.dumps({"inference": {"key": KEY, "expiration time": "2020-01-01T00:00:00.5Z"},
+                                "management": {"key": MKEY}, "API": {"key": "api-x"}}))  # fmt: skip
+    fake.reply["answer"] = (400, KEY_REFUSED, "application/json", {})
+    r = requests.post(f"{page}/api/predictions/shapes_viz", data={"mode": "layers"}, headers=PAGE, timeout=30)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == 'Bearer realm="TorchServe"'
+    message = r.json()["message"]
+    assert f"the inference key of {keys} expired at 2020-01-01 00:00:00 UTC" in message
+    assert '-H "Authorization: Bearer $api" \'http' in message and "/token?type=inference'" in message
+    assert "api-x" not in message
+    no_key_in(r)
+
+
 def test_the_model_list_comes_from_the_management_api_with_its_key_every_page(explore):
     page, fake = explore
     r = requests.get(f"{page}/api/models", headers=PAGE, timeout=30)

@@ -55,8 +55,12 @@ def test_modes_without_an_image(table):
 @pytest.mark.parametrize(
     "fields, error, match",
     [
-        ({"mode": "gradcams"}, InvalidOption, "unknown mode 'gradcams'; modes: classify, featuremaps, filters, layers"),
-        ({"layr": "features.0"}, InvalidOption, "unknown option 'layr'; options: data, mode, format, raw, frames"),
+        (
+            {"mode": "gradcams"},
+            InvalidOption,
+            r"unknown mode 'gradcams' \(did you mean 'gradcam'\?\); modes: classify, featuremaps, filters, layers",
+        ),
+        ({"layr": "features.0"}, InvalidOption, r"^unknown option 'layr'; did you mean 'layer', 'layers' or 'lr'\?$"),
         ({"frames": "8"}, InvalidOption, "options 'frames', 'start' and 'clip' sample a video; alexnet takes images"),
         (
             {"layer": "features.0"},
@@ -169,6 +173,62 @@ def test_a_shared_option_given_once_applies_to_every_mode_that_reads_it(table):
 )
 def test_fields_of_every_request_shape(item, expected):
     assert fields_of(item) == expected
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        # curl users write -F file=@cat.jpg: the input's name, not a list of every option
+        ({"file": b"x"}, "unknown option 'file'; did you mean 'data'? (the input is field 'data': -F data=@cat.jpg)"),
+        ({"image": b"x"}, "unknown option 'image'; did you mean 'data' or 'images'? (the input is field 'data'"),
+        ({"data": b"x", "Mode": "layers"}, "unknown option 'Mode'; did you mean 'mode' or 'method'?"),
+        ({"data": b"x", "chanel": "3"}, "unknown option 'chanel'; did you mean 'channel', 'channels' or 'cancel'?"),
+        ({"data": b"x", "opactiy": "1"}, "unknown option 'opactiy'; did you mean 'opacity'?"),
+        ({"data": b"x", "token": "abc"}, "unknown option 'token': the key goes in a header, -H \"Authorization:"),
+        ({"data": b"x", "zzz": "1", "layr": "2"}, "unknown option 'layr' (and 1 more: zzz); did you mean 'layer',"),
+        ({"data": b"x", "qqqq": "1"}, "unknown option 'qqqq'; -F mode=describe lists every option with the modes"),
+        ({"data": b"x", "mode": "feature_maps"}, "unknown mode 'feature_maps' (did you mean 'featuremaps'?); modes:"),
+        (
+            {"data": b"x", "mode": "smoothgrad"},
+            "unknown mode 'smoothgrad': smoothgrad is a method of mode saliency; send mode=saliency and method=smooth",
+        ),
+        ({"data": b"x", "mode": "GradCAM++"}, "unknown mode 'GradCAM++': gradcam++ is a method of mode gradcam; send"),
+    ],
+)
+def test_unknown_names_get_the_nearest_declared_ones(table, fields, message):
+    with pytest.raises(InvalidOption) as err:
+        parse_request(fields, table)
+    assert str(err.value).startswith(message)
+    assert "frames" not in str(err.value)  # never the list of every option
+
+
+def test_a_long_unknown_name_is_cut_and_cheap(table):
+    with pytest.raises(InvalidOption, match=r"^unknown option 'y{77}\.\.\.'; -F mode=describe"):
+        parse_request({"data": b"x", "y" * 100_000: "1"}, table)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {},  # curl -d '{"mode": "layers"}': no '=' in it, so TorchServe's form decoder found no field
+        {'{"mode": "layers", "data": "ab c/d': bytearray(b'="}')},  # one with '=' (base64 padding): cut apart
+        {'[{"data": "x"}]': bytearray(b"")},
+    ],
+)
+def test_a_json_body_sent_as_a_form_is_refused_with_the_fix(item):
+    with pytest.raises(InvalidInput, match="-H 'Content-Type: application/json'"):
+        fields_of(item)
+
+
+def test_query_parameters_beside_a_body_are_fields():
+    """TorchServe's /models/{model}/invoke?mode=layers passes the query beside the body (its /predictions drops it)."""
+    assert fields_of({"mode": bytearray(b"gradcam"), "body": bytearray(b"\xff\xd8jpeg")}) == {
+        "data": b"\xff\xd8jpeg",
+        "mode": bytearray(b"gradcam"),
+    }
+    assert fields_of({"topk": b"3", "body": bytearray(b'{"mode": "layers"}')}) == {"mode": "layers", "topk": b"3"}
+    with pytest.raises(InvalidOption, match="option 'mode' came twice: in the query string and in the body"):
+        fields_of({"mode": b"layers", "body": bytearray(b'{"mode": "classify"}')})
 
 
 def test_fields_of_refuses_bad_json_and_non_objects():
