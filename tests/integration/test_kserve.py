@@ -21,6 +21,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -283,6 +284,20 @@ def test_oip_json_path_through_the_front_still_works(front, client):
     assert r.status_code == 200, r.text[:300]
     [answer] = answers(envelope, r.json())
     assert answer["gradcam"]["label"] == CLASSES[2] and r.json()["outputs"][0]["name"] == "image0"
+
+
+@pytest.mark.parametrize("kserve_server", ["kservev2"], indirect=True)
+def test_the_readmes_tritonclient_example_works_as_written(front, client, tmp_path):
+    _, _, url = front
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "tritonclient.http" in b]
+    assert '"localhost:8080"' in example
+    (tmp_path / "shape.png").write_bytes(shape_png(label=0)[0])
+    script = example.replace('"localhost:8080"', repr(urlsplit(url).netloc)) + "\nprint(json.dumps(answer))\n"
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    assert answer["predictions"][0]["label"] == "circle" and len(answer["predictions"]) == 3
+    assert base64.b64decode(answer["gradcam"]["image"]).startswith(PNG)
 
 
 def raw_http(url: str, head: bytes, body: bytes = b"") -> bytes:
