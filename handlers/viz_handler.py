@@ -78,13 +78,29 @@ def _guarded(original, protocol: str):
     return parse_input
 
 
+def _oip_errors(original):
+    def format_output(self, data):
+        """A refused v2 request in the Open Inference Protocol's error form, ``[{"error": message}]`` (the worker
+        sends it with the status the handler set), instead of outputs; else TorchServe's own format_output."""
+        error = vars(self.context).pop("viz_kserve_error", None)
+        if error is None:
+            return original(self, data)
+        for name in ("input_names", "input_request_id"):  # what format_output would have consumed
+            vars(self.context).pop(name, None)
+        return [{"error": error}]
+
+    format_output.viz_guarded = True
+    return format_output
+
+
 def guard_kserve_envelopes() -> None:
     """Put :func:`vizserve.kserve.check_body` in front of TorchServe's KServe envelopes (``service_envelope=kserve``
     or ``kservev2``, as KServe's TorchServe runtime sets it). Theirs ``json.loads`` the body without bounds and raise
     on anything malformed (a body that is not JSON, no ``instances``, a v2 input without ``datatype``), which
     TorchServe answers 503 for the whole batch; guarded, such a request reaches the handler marked as unreadable
-    and is answered 400 like any bad request. Class attributes, so the envelope TorchServe already made (before
-    ``initialize``) is guarded too; a second call changes nothing."""
+    and is answered 400 like any bad request. A refused v2 request is answered in the Open Inference Protocol's
+    error form (status and ``{"error": message}``) rather than as outputs. Class attributes, so the envelope
+    TorchServe already made (before ``initialize``) is guarded too; a second call changes nothing."""
     try:
         from ts.torch_handler.request_envelope.kserve import KServeEnvelope
         from ts.torch_handler.request_envelope.kservev2 import KServev2Envelope
@@ -93,6 +109,8 @@ def guard_kserve_envelopes() -> None:
     for cls, name in ((KServeEnvelope, "kserve"), (KServev2Envelope, "kservev2")):
         if not vars(cls.parse_input).get("viz_guarded", False):  # guarded once per worker
             cls.parse_input = _guarded(cls.parse_input, kserve.ENVELOPES[name])
+    if not vars(KServev2Envelope.format_output).get("viz_guarded", False):
+        KServev2Envelope.format_output = _oip_errors(KServev2Envelope.format_output)
 
 
 class VizHandler:
@@ -143,6 +161,8 @@ class VizHandler:
         context.set_response_content_type(0, "application/json")
         if call.protocol == "v2":
             context.input_names = out.names  # the envelope names output i after input_names[i]: the image inputs
+            if out.error is not None:
+                context.viz_kserve_error = out.error  # answered as {"error": ...} by the guarded format_output
         answered = [(0, modes, code) for modes, code in zip(out.modes, out.statuses, strict=True)]
         _record_metrics(context, answered, (time.perf_counter() - started) * 1000)
         return out.entries

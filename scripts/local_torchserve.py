@@ -189,6 +189,46 @@ def kserve_torchserve(store: Path, models: Sequence[str], workdir: Path, envelop
         yield from _serve(workdir, models, 240, workers, ports, config, start, {"TS_SERVICE_ENVELOPE": envelope})
 
 
+FRONT_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"  # scripts/setup.sh --dev (requirements-kserve.txt)
+
+
+@contextmanager
+def kserve_front(server: Server, protocol: str, timeout: float = 120) -> Iterator[str]:
+    """KServe's model server in front of ``server`` (from :func:`kserve_torchserve`), as kserve/front.py runs in a
+    predictor pod: reading the server's config.properties, with KServe's ``PROTOCOL_VERSION`` (``v1`` or ``v2``).
+    Yields its URL once ``/v2/health/ready`` answers; stopped (SIGTERM, then killed after 30 s) on exit. KServe's
+    model server binds every interface (``0.0.0.0``, fixed in KServe), on a free port, for the block only. Its log:
+    ``front.log`` in the server's folder."""
+    if not FRONT_PYTHON.exists():
+        raise FileNotFoundError(f"{FRONT_PYTHON} missing: run ./scripts/setup.sh --dev (requirements-kserve.txt)")
+    [port] = free_ports(1)
+    env = {**os.environ, "CONFIG_PATH": str(server.workdir / "config.properties"), "PROTOCOL_VERSION": protocol}
+    command = [str(FRONT_PYTHON), str(ROOT / "kserve" / "front.py"), "--http_port", str(port)]
+    with open(server.workdir / "front.log", "wb") as out:
+        front = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=server.workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if front.poll() is not None or time.monotonic() > deadline:
+                tail = (server.workdir / "front.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"KServe's model server not ready (exit code {front.poll()}); its log:\n{tail}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        front.terminate()
+        try:
+            front.wait(30)
+        except subprocess.TimeoutExpired:
+            front.kill()
+            front.wait(10)
+
+
 def processes_in(workdir: Path) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter(["cmdline"]):

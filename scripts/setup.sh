@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make .venv with the pinned packages (again only when a requirements file changed) and check for Java 17.
-# Usage: scripts/setup.sh [--dev]   (--dev adds the test tools of requirements-dev.txt)
+# Usage: scripts/setup.sh [--dev]   (--dev adds the test tools of requirements-dev.txt, and .venv-kserve)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +39,24 @@ if [[ ! -f "$stamp" ]]; then
   fi
   rm -f "$log" .venv/.installed-"$kind"-*
   touch "$stamp"
+fi
+
+# KServe's model server (kserve/front.py, in front of TorchServe in the KServe tests) in a venv of its own: its pins
+# (psutil<6, protobuf, grpcio) are not this project's, and TorchServe never imports it.
+if [[ "$kind" == dev ]]; then
+  front_stamp=.venv-kserve/.installed-$(sha256sum < requirements-kserve.txt | cut -c1-16)
+  if [[ ! -f "$front_stamp" ]]; then
+    [[ -x .venv-kserve/bin/python ]] || "$py" -m venv .venv-kserve
+    echo "setup: installing KServe's model server from requirements-kserve.txt into .venv-kserve (about 500 MB)" >&2
+    log=$(mktemp)
+    if ! .venv-kserve/bin/python -m pip install --disable-pip-version-check -r requirements-kserve.txt >"$log" 2>&1; then
+      grep -v "^WARNING: Location" "$log" | tail -20 >&2
+      echo "setup: pip install into .venv-kserve failed (whole log: $log)" >&2
+      exit 1
+    fi
+    rm -f "$log" .venv-kserve/.installed-*
+    touch "$front_stamp"
+  fi
 fi
 
 # The gallery tests open pages in a headless Chromium (Debian's package); install it when we may.

@@ -21,10 +21,18 @@ What this service reads (the README's "KServe" section shows the bodies):
   one-value number input like ``topk``), over the request's ``parameters``; they apply to every image input. Each
   image input's output (same name, BYTES, shape [1]) holds the plain API's JSON answer as text.
 
+Errors: a request with a bad instance answers that instance's status (the first such). v1 answers it with every
+instance's answer or error object, ``{"predictions": [...]}``, so the bad image is found; v2 answers in the Open
+Inference Protocol's error form, ``{"error": "<message>"}`` with the plain API's message (prefixed by the input's
+name where there are several images), which OIP clients (``tritonclient``) raise as their own exception.
+
+The binary tensor extension's parameters (the request's ``binary_data_output``, an input's ``binary_data`` and
+``binary_data_size``) belong to the protocol, not to this service: they are never read as options. KServe's model
+server (``kserve/front.py``) decodes binary inputs and encodes binary outputs; TorchServe hands this module JSON.
+
 Answers are JSON only (``format`` other than json is refused: a bare PNG has no place in either protocol), and
 optimizations (actmax, invert) and job polls are refused: they run as jobs polled on the worker that holds them,
-and behind KServe's load balancing a poll may reach another replica. A request with a bad instance answers that
-instance's status (the first such) with every instance's answer or error object, so one bad image is found.
+and behind KServe's load balancing a poll may reach another replica.
 
 Bounds: the body is parsed by :func:`vizserve.decode.parse_json` (depth and size bounded; TorchServe's envelope
 would ``json.loads`` it unbounded), at most ``Limits.max_instances`` instances (image inputs), each base64 image at
@@ -59,6 +67,10 @@ ENVELOPES = {"kserve": "v1", "kservev2": "v2"}
 V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
                 "FP64", "BYTES")  # fmt: skip
 MAX_V2_INPUTS = 64  # images and option inputs together
+#: The binary tensor extension's own parameters (KServe's and Triton's name for it: binary_data), request and input
+#: level: what the front uses to frame tensors, never an option of this service.
+V2_REQUEST_PROTOCOL_PARAMETERS = frozenset({"binary_data_output"})
+V2_INPUT_PROTOCOL_PARAMETERS = frozenset({"binary_data", "binary_data_size"})
 MAX_NAME = 128
 MAX_RANK = 8
 OPTIMIZATIONS = tuple(name for name, mode in MODES.items() if isinstance(mode, OptimizeMode))
@@ -88,13 +100,16 @@ class Call:
 @dataclass(frozen=True)
 class Answer:
     """What the handler returns through the envelope: the request's status, one entry per instance (v1: JSON
-    objects; v2: JSON text), the v2 output names, and each instance's modes and status (for metrics)."""
+    objects; v2: JSON text), the v2 output names, each instance's modes and status (for metrics), and for a v2
+    request whose status is not 200 the message of the protocol's error form (``{"error": error}``, which replaces
+    the outputs; ``None`` otherwise)."""
 
     status: int
     entries: list[Any]
     names: list[str]
     modes: list[tuple[str, ...]]
     statuses: list[int]
+    error: str | None = None
 
 
 # -- the body, before TorchServe's envelope reads it ---------------------------------------------------------------
@@ -219,7 +234,7 @@ def _check_v2(body: dict[str, Any]) -> dict[str, Any]:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InvalidInput(f"input names must differ; {clip_text(', '.join(twice))} is given more than once")
-    return dict(parameters)
+    return {k: v for k, v in parameters.items() if k not in V2_REQUEST_PROTOCOL_PARAMETERS}
 
 
 def check_body(protocol: str, rows: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -322,7 +337,7 @@ def v2_items(inputs: Any, parameters: Mapping[str, Any], limits) -> tuple[list[d
     _at_most(len(images), "images", limits)
     items: list[dict[str, Any] | VizError] = []
     for inp in images:
-        own = dict(inp.get("parameters") or {})
+        own = {k: v for k, v in (inp.get("parameters") or {}).items() if k not in V2_INPUT_PROTOCOL_PARAMETERS}
         if inp["datatype"] != "BYTES":
             items.append(InvalidInput(f"input {clip_text(inp['name'], 40)!r} is {inp['datatype']}: an image comes "
                                       f"as BYTES, base64 text"))  # fmt: skip
@@ -347,7 +362,8 @@ def answer(service, call: Call, data: Any, explain: bool = False) -> Answer:
 
     def whole(err: VizError) -> Answer:
         body = err.as_dict()
-        return Answer(err.status, [json.dumps(body) if v2 else body], ["error"], [()], [err.status])
+        entry, error = (json.dumps(body), err.message) if v2 else (body, None)
+        return Answer(err.status, [entry], ["error"], [()], [err.status], error)
 
     if call.error is not None:
         return whole(call.error)
@@ -388,4 +404,9 @@ def answer(service, call: Call, data: Any, explain: bool = False) -> Answer:
             )
         )
     status = next((s for s in statuses if s >= 300), 200)
-    return Answer(status, entries, names, modes, statuses)
+    error = None
+    if v2 and status >= 300:  # the first refused image's message, named when there are several
+        k = next(k for k, s in enumerate(statuses) if s >= 300)
+        message = str(json.loads(entries[k]).get("message", ""))
+        error = f"input {clip_text(names[k], 40)!r}: {message}" if len(names) > 1 else message
+    return Answer(status, entries, names, modes, statuses, error)

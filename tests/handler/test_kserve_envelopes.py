@@ -232,13 +232,32 @@ def test_v2_a_request_without_an_id_gets_torchserves_request_id(handler):
     assert code == 200 and out["id"] == "req-0"
 
 
-def test_v2_one_bad_input_answers_its_status_in_its_output(handler):
-    body = {"inputs": [image_input(shape(2)), image_input("%%%", name="broken")]}
+def test_v2_one_bad_input_answers_its_status_and_names_it_in_the_protocols_error_form(handler):
+    body = {"id": "r-2", "inputs": [image_input(shape(2)), image_input("%%%", name="broken")]}
+    code, ctype, out = v2(handler, body)
+    assert code == 400 and ctype == "application/json"
+    assert list(out) == ["error"] and out["error"].startswith("input 'broken': ") and "base64" in out["error"]
+    [reply] = handler.service.handle([{"body": {"data": "%%%"}}])
+    assert out["error"] == "input 'broken': " + json.loads(reply.body)["message"]  # the plain API's own message
+    # the refused request's id is not carried over to the next request (the envelope keeps it on the context)
+    code, _, out = v2(handler, {"inputs": [image_input(shape(2))]})
+    assert code == 200 and out["id"] == "req-0" and [o["name"] for o in out["outputs"]] == ["data"]
+
+
+def test_v2_the_binary_extensions_parameters_are_no_options(handler):
+    """What KServe's model server passes on from a tritonclient request: ``binary_data_output`` among the request's
+    parameters (its binary inputs already decoded to JSON), ``binary_data`` on an input."""
+    body = {
+        "id": "t-1",
+        "model_name": "shapes_viz",
+        "parameters": {"binary_data_output": True, "topk": 2},
+        "inputs": [image_input(shape(1), name="image", parameters={"binary_data": True, "binary_data_size": 9})],
+        "outputs": [{"name": "image", "parameters": {"binary_data": True}}],
+    }
     code, _, out = v2(handler, body)
-    assert code == 400
-    good, bad = (json.loads(o["data"][0]) for o in out["outputs"])
-    assert good["predictions"][0]["label"] == "triangle"
-    assert bad["type"] == "InvalidInput" and "base64" in bad["message"]
+    assert code == 200, out
+    answer = json.loads(out["outputs"][0]["data"][0])
+    assert [p["label"] for p in answer["predictions"]][0] == "square" and len(answer["predictions"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -265,12 +284,10 @@ def test_v2_one_bad_input_answers_its_status_in_its_output(handler):
         ({"inputs": [image_input("x", name=f"i{k}") for k in range(65)]}, 413, "at most 64 inputs"),
     ],
 )
-def test_v2_malformed_requests_answer_4xx_as_an_error_output(handler, body, status, words):
+def test_v2_malformed_requests_answer_4xx_in_the_protocols_error_form(handler, body, status, words):
     code, ctype, out = v2(handler, body)
     assert code == status and ctype == "application/json"
-    [output] = out["outputs"]
-    error = json.loads(output["data"][0])
-    assert output["name"] == "error" and error["code"] == status and words in error["message"], error
+    assert list(out) == ["error"] and words in out["error"], out
 
 
 @pytest.mark.parametrize(
@@ -284,7 +301,7 @@ def test_v2_malformed_requests_answer_4xx_as_an_error_output(handler, body, stat
 )
 def test_v2_refused_inputs_say_why(handler, inp, words):
     code, _, out = v2(handler, {"inputs": [inp]})
-    assert code == 400 and words in json.loads(out["outputs"][0]["data"][0])["message"]
+    assert code == 400 and words in out["error"] and ": input '" not in out["error"]  # one image: not named twice
 
 
 def test_the_guard_is_installed_once_and_leaves_the_plain_api_alone(handler):
@@ -292,6 +309,7 @@ def test_the_guard_is_installed_once_and_leaves_the_plain_api_alone(handler):
     guarded = KServeEnvelope.parse_input
     module.guard_kserve_envelopes()
     assert KServeEnvelope.parse_input is guarded and KServev2Envelope.parse_input.viz_guarded
+    assert KServev2Envelope.format_output.viz_guarded and not hasattr(KServeEnvelope.format_output, "viz_guarded")
     ctx = ts_context.Context("shapes_viz", str(SHAPES), {}, 1, None, "0.12.0")
     ctx.request_processor = [ts_context.RequestProcessor({})]
     [out] = handler.handle([{"body": bytearray(json.dumps({"instances": [shape(0)]}).encode())}], ctx)
