@@ -8,6 +8,7 @@ the spec's default layers (``featuremap_layers``, ``filter_layers``, ``cam_layer
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 
 from cnnviz import ModelSpec, build_model, load_weights, model_from_file, read_state_dict
 
-from .jobs import JobLimits, JobScheduler, JobStore, default_job_dir
+from .jobs import JobLimits, JobScheduler, default_job_dir, make_store
 from .served import Limits
 from .service import VizService
 
@@ -32,19 +33,26 @@ def model_for(spec: ModelSpec, folder: Path | None) -> torch.nn.Module:
     return build_model(spec.arch, spec.builder)
 
 
-def job_scheduler(name: str, limits: Limits, folder: str | Path | None = None, **kw) -> JobScheduler:
-    """The job scheduler of one worker of model ``name``: states and answers in ``folder`` (default
-    ``$VIZ_JOB_DIR/<name>``, see :func:`vizserve.jobs.default_job_dir`), the job thread with
-    ``limits.job_threads`` torch threads."""
+def job_scheduler(
+    name: str, limits: Limits, folder: str | Path | None = None, *, store: str | None = None, **kw
+) -> JobScheduler:
+    """The job scheduler of one worker of model ``name``, the job thread with ``limits.job_threads`` torch
+    threads. Its store: ``store`` (the ``job_store`` setting), else ``$VIZ_JOB_STORE`` (``redis://HOST:PORT/DB``:
+    shared by every server that names it, :mod:`vizserve.redisstore`), else the folder ``folder`` (default
+    ``$VIZ_JOB_DIR/<name>``, see :func:`vizserve.jobs.default_job_dir`), shared by the model's workers on this
+    machine."""
     job_limits = JobLimits(
         max_jobs=limits.max_jobs,
         compute_seconds=float(limits.max_busy_seconds),
         wall_seconds=float(limits.job_wall_seconds),
         keep_seconds=float(limits.job_keep_seconds),
     )
-    store = JobStore(Path(folder) if folder else default_job_dir(name), job_limits)
+    spec = store or os.environ.get("VIZ_JOB_STORE") or ""
+    if not spec.strip():
+        spec = str(Path(folder) if folder else default_job_dir(name))
     threads, _ = split_threads(limits)
-    return JobScheduler(store, job_limits, on_thread_start=lambda: torch.set_num_threads(threads), **kw)
+    return JobScheduler(make_store(spec, name, job_limits), job_limits,
+                        on_thread_start=lambda: torch.set_num_threads(threads), **kw)  # fmt: skip
 
 
 def split_threads(limits: Limits, cores: int | None = None) -> tuple[int, int]:
@@ -62,7 +70,8 @@ def load_service(
 ) -> VizService:
     """The service for the archive in ``model_dir``; ``cfg`` is the ``handler:`` section of model-config.yaml
     (``weights_file``: the state dict inside the archive, default ``weights.pt``; ``job_dir``: the folder of
-    the jobs' states and answers). ``jobs``: optimizations run as jobs (:mod:`vizserve.jobs`), calibrated now."""
+    the jobs' states and answers; ``job_store``: ``redis://HOST:PORT/DB`` to share jobs between servers).
+    ``jobs``: optimizations run as jobs (:mod:`vizserve.jobs`), calibrated now."""
     model_dir = Path(model_dir)
     spec = ModelSpec.from_dict(json.loads((model_dir / SPEC_FILE).read_text())).overridden(cfg)
     model = model_for(spec, model_dir)
@@ -70,7 +79,7 @@ def load_service(
     load_weights(model, read_state_dict(weights_file), source=str(weights_file.name))
     model.to(device).eval()
     limits = Limits.from_config(cfg)
-    scheduler = job_scheduler(name, limits, cfg.get("job_dir")) if jobs else None
+    scheduler = job_scheduler(name, limits, cfg.get("job_dir"), store=cfg.get("job_store")) if jobs else None
     service = VizService(model, spec, device=device, name=name, limits=limits, jobs=scheduler)
     if jobs:
         cores = torch.get_num_threads()
