@@ -588,7 +588,9 @@ class JobScheduler:
             job.started = True
             if job.queued and self._clock() - job.checkpointed >= self.limits.checkpoint_every:
                 self._checkpoint(job)
-            if first or self._clock() - job.written >= self.limits.progress_every:
+            # after the set-up, after the first step (a poll sees the job move at once), then every progress_every
+            first_step = job.snapshot.get("step") == 0 and work.done > 0
+            if first or first_step or self._clock() - job.written >= self.limits.progress_every:
                 self._write(job, "running", preview=True)
         except Exception as exc:
             log.exception("job %s failed", job.id)

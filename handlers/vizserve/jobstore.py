@@ -136,13 +136,14 @@ def default_job_dir(model: str) -> Path:
     return Path(base) / model
 
 
-def make_store(spec: str | Path | None, model: str, limits: JobLimits = JobLimits()) -> Store:
-    """The store that ``spec`` names (``None``: ``$VIZ_JOB_STORE``, else the default folder): ``redis://HOST:PORT/DB``
-    (``rediss://`` for TLS, ``redis://:PASSWORD@HOST...`` with a password) is :class:`~vizserve.redisstore.RedisStore`
-    under the key prefix ``viz:<model>:``; a folder path is a :class:`FolderStore` there, empty the default folder
-    (:func:`default_job_dir`)."""
-    spec = os.environ.get("VIZ_JOB_STORE", "") if spec is None else spec
-    spec = str(spec).strip()
+def make_store(
+    spec: str | Path | None, model: str, limits: JobLimits = JobLimits(), *, folder: str | Path | None = None
+) -> Store:
+    """The store that ``spec`` names (the ``job_store`` setting; empty or ``None``: ``$VIZ_JOB_STORE``; that empty
+    too: ``folder``, else :func:`default_job_dir`): ``redis://HOST:PORT/DB`` (``rediss://`` for TLS,
+    ``redis://:PASSWORD@HOST...`` with a password) is :class:`~vizserve.redisstore.RedisStore` under the key prefix
+    ``viz:<model>:``; a path is a :class:`FolderStore` there."""
+    spec = str(spec or "").strip() or os.environ.get("VIZ_JOB_STORE", "").strip() or str(folder or "")
     if spec.startswith(("redis://", "rediss://", "unix://")):
         from .redisstore import RedisStore
 

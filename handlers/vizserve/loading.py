@@ -8,7 +8,6 @@ the spec's default layers (``featuremap_layers``, ``filter_layers``, ``cam_layer
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,12 +46,9 @@ def job_scheduler(
         wall_seconds=float(limits.job_wall_seconds),
         keep_seconds=float(limits.job_keep_seconds),
     )
-    spec = store or os.environ.get("VIZ_JOB_STORE") or ""
-    if not spec.strip():
-        spec = str(Path(folder) if folder else default_job_dir(name))
+    store = make_store(store, name, job_limits, folder=Path(folder) if folder else default_job_dir(name))
     threads, _ = split_threads(limits)
-    return JobScheduler(make_store(spec, name, job_limits), job_limits,
-                        on_thread_start=lambda: torch.set_num_threads(threads), **kw)  # fmt: skip
+    return JobScheduler(store, job_limits, on_thread_start=lambda: torch.set_num_threads(threads), **kw)
 
 
 def split_threads(limits: Limits, cores: int | None = None) -> tuple[int, int]:

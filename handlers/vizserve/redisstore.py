@@ -39,6 +39,9 @@ from .jobstore import JOB_ID, Claim, JobLimits, Outcome, QueueInfo, StoreUnavail
 __all__ = ["RedisStore"]
 
 GROUP = "workers"
+#: Replies of a Redis that is up but cannot serve now: full (maxmemory with noeviction), loading its data, a replica
+#: without its primary, a failed save.
+_UNAVAILABLE = ("OOM", "LOADING", "MASTERDOWN", "MISCONF", "BUSY ")
 
 
 def _redacted(url: str) -> str:
@@ -91,6 +94,12 @@ class RedisStore:
             raise StoreUnavailable(
                 f"the job store ({self.url}) cannot be reached: {exc}; try again in a few seconds",
                 self.limits.retry_after_s,
+            ) from None
+        except redis.ResponseError as exc:
+            if not str(exc).startswith(_UNAVAILABLE):
+                raise
+            raise StoreUnavailable(
+                f"the job store ({self.url}) takes no writes now: {exc}; try again later", self.limits.retry_after_s
             ) from None
 
     def _group(self) -> None:
