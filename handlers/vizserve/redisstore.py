@@ -13,8 +13,8 @@ What Redis gives, used as it is (keys under ``viz:<model>:``):
 - ``job:ID:state`` (JSON), ``job:ID:record`` (what the submitter serialized), ``job:ID:ckpt`` (the last
   checkpoint), ``job:ID:cancel`` and ``job:ID:answer``: keys with expiry (``wall_seconds + keep_seconds`` while the
   job is queued or running, ``keep_seconds`` once it is answered). The answer is written with ``SET NX`` (the first
-  answer wins, should two workers ever have run one job), and a running state never replaces a finished one
-  (``WATCH`` / ``MULTI``).
+  answer wins, should two workers ever have run one job) before its state, and a running state is written only
+  while there is no answer (``WATCH`` of the answer, ``MULTI``): it never replaces a finished one.
 - ``done`` (a sorted set by finishing time) and ``sizes`` (a hash) bound the answers kept: at most ``max_kept`` and
   ``max_kept_bytes`` together, enforced as each answer is written (the oldest go).
 
@@ -137,17 +137,16 @@ class RedisStore:
             pipe.execute()
 
     def write_state(self, job_id: str, state: dict[str, Any]) -> None:
-        key, data = self._key(job_id, "state"), json.dumps(state)
+        key, answer, data = self._key(job_id, "state"), self._key(job_id, "answer"), json.dumps(state)
 
         def write(pipe: redis.client.Pipeline) -> None:
-            current = pipe.get(key)
-            if current is not None and json.loads(current).get("finished") is not None:
-                return  # answered already (by another worker that took the job over): keep that
+            if pipe.exists(answer):
+                return  # answered already (by another worker that took the job over): its state stays
             pipe.multi()
             pipe.set(key, data, ex=self._ttl)
 
         with self._errors():
-            self.r.transaction(write, key)
+            self.r.transaction(write, answer)  # WATCH the answer: written between the look and the SET, no SET
 
     def read_state_bytes(self, job_id: str) -> bytes | None:
         if not JOB_ID.fullmatch(job_id):
