@@ -245,12 +245,21 @@ class JobScheduler:
         if self.make_work is None:
             raise ValueError("this scheduler was made without make_work: it cannot run records")
         info = self.store.queue()
-        if info.queued >= self.limits.max_queued:
-            each = float(about.get("estimate_s") or self.limits.compute_seconds / 2)
-            retry = max(1.0, round(each * (info.queued - self.limits.max_queued + 1) / info.workers, 1))
+        each = float(about.get("estimate_s") or self.limits.compute_seconds / 2)
+        # until this one ends, were the queue's jobs like it (checked only with an estimate)
+        ahead = (info.queued + 1) * each / info.workers if about.get("estimate_s") else 0.0
+        if info.queued >= self.limits.max_queued or ahead > self.limits.wall_seconds:
+            if info.queued >= self.limits.max_queued:  # until enough of the queue's jobs were done
+                wait = each * (info.queued - self.limits.max_queued + 1) / info.workers
+                why = f"holds its maximum of {self.limits.max_queued} jobs waiting (max_queued)"
+            else:  # until the compute over the ceiling was done
+                wait = ahead - self.limits.wall_seconds
+                why = (f"holds {info.queued} jobs waiting: this one would not end within its "
+                       f"{self.limits.wall_seconds:.0f} s (wall_seconds)")  # fmt: skip
+            retry = max(1.0, round(wait, 1))
             raise Busy(
-                f"the job queue holds its maximum of {self.limits.max_queued} jobs waiting (max_queued) for the "
-                f"{info.workers} worker(s) that take jobs from it; try again in about {retry:.0f} s",
+                f"the job queue {why} for the {info.workers} worker(s) that take jobs from it; try again in about "
+                f"{retry:.0f} s",
                 retry,
             )
         job_id, now = secrets.token_urlsafe(16), self._wall()
@@ -534,7 +543,7 @@ class JobScheduler:
         if failure is not None:
             self._end(job, False, failure=failure)
         else:
-            self._write(job, "running" if taken_over else "starting")
+            self._write(job, "running")
 
     # -- one unit of work -----------------------------------------------------------------------------------------
 

@@ -178,3 +178,13 @@ def test_the_store_is_chosen_by_one_setting(tmp_path, monkeypatch):
     store.close()
     with pytest.raises(ValueError, match="not one this server knows"):
         make_store("memcached://x", "m")
+
+
+def test_a_job_that_could_not_end_within_its_wall_ceiling_behind_the_queue_is_refused(tmp_path):
+    clock = Clock()
+    a = worker(tmp_path, clock, wall_seconds=100.0)
+    a.submit(record("r", 1), {"estimate_s": 40.0})
+    with pytest.raises(Busy, match="would not end within its 100 s") as busy:
+        a.submit(record("s", 1), {"estimate_s": 60.0})  # 1 ahead + itself: 120 s of one worker's compute
+    assert busy.value.retry_after == 20.0
+    a.submit(record("t", 1), {"estimate_s": 50.0})  # 100 s: fits
