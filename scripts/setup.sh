@@ -70,6 +70,17 @@ if [[ "$kind" == dev ]] && ! command -v chromium >/dev/null 2>&1 && ! command -v
   fi
 fi
 
+# The shared job store's tests start a private redis-server (Debian's package); install it when we may.
+if [[ "$kind" == dev ]] && ! command -v redis-server >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's redis-server for the shared job store's tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1 \
+      || echo "setup: could not install redis-server; the shared job store's tests will be skipped" >&2
+  else
+    echo "setup: the shared job store's tests need redis-server: sudo apt-get install redis-server (else skipped)" >&2
+  fi
+fi
+
 # TorchServe's front end is Java: it needs a JDK/JRE 17 (11 works for 0.12, 17 is what we test).
 if ! command -v java >/dev/null 2>&1; then
   echo "setup: Java not found. TorchServe needs Java 17: on Debian/Ubuntu 'sudo apt-get install openjdk-17-jre-headless'," >&2

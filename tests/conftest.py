@@ -13,3 +13,5 @@ with warnings.catch_warnings():
     except ImportError:
         pass
     gc.collect()
+
+from tests.redisserver import redis_server  # noqa: E402, F401 (a fixture: a private redis-server, always stopped)

@@ -23,10 +23,12 @@ compares the images of one target).
 from __future__ import annotations
 
 import copy
+import io
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -273,7 +275,7 @@ class Optimization:
         self.started = time.perf_counter()
         self.cfg, self.objective, self.model = cfg, objective, model
         device = next(model.parameters()).device
-        gen = torch.Generator().manual_seed(cfg.seed)
+        self.generator = gen = torch.Generator().manual_seed(cfg.seed)  # noise, then every transform's draw
         init = cfg.init
         if init is not None and init.dim() == 3 and tuple(init.shape[-2:]) != (cfg.size, cfg.size):
             init = F.interpolate(init[None], size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)[0]
@@ -382,6 +384,52 @@ class Optimization:
             return self.finish(False)
         finally:
             self.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to go on exactly where this one is (``torch.save``-able, loadable with
+        ``weights_only=True``; tensors on the CPU): the parameters, the optimizer's state, the step, the random
+        generator's state (the transforms still to draw) and the first image's objective ``start``."""
+        return {
+            "step": self.done,
+            "params": [p.detach().cpu().clone() for p in self.params],
+            "optimizer": self.opt.state_dict(),
+            "generator": self.generator.get_state(),
+            "start": self.start.detach().cpu().clone(),
+            "value": None if self.value is None else self.value.cpu().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from :meth:`state_dict` of a run of the same model, targets and settings: the steps after it
+        are the ones that run would have made (bit for bit on the CPU). Raises ``ValueError`` when the
+        parameters' shapes differ (another size, number of targets or parameterization)."""
+        params = state["params"]
+        shapes = [tuple(p.shape) for p in self.params]
+        if [tuple(p.shape) for p in params] != shapes:
+            raise ValueError(
+                f"this checkpoint's parameters have shapes {[tuple(p.shape) for p in params]}, this optimization's "
+                f"{shapes}: it is of another optimization (size, targets or parameterization differ)"
+            )
+        if not 0 <= int(state["step"]) <= self.cfg.steps:
+            raise ValueError(f"this checkpoint is at step {state['step']}, outside 0..{self.cfg.steps}")
+        with torch.no_grad():
+            for p, saved in zip(self.params, params, strict=True):
+                p.copy_(saved)
+        self.opt.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.start = state["start"].to(self.device)
+        self.value = None if state["value"] is None else state["value"].to(self.device)
+        self.done = int(state["step"])
+
+    def checkpoint(self) -> bytes:
+        """:meth:`state_dict` as bytes (``torch.save``); :meth:`restore` reads them."""
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        return buf.getvalue()
+
+    def restore(self, data: bytes) -> None:
+        """Go on from :meth:`checkpoint`'s bytes (read with ``weights_only=True``: tensors and plain values only,
+        never code)."""
+        self.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
 
     def close(self) -> None:
         """Hooks off, the model's mode and parameter flags back (idempotent)."""

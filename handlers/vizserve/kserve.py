@@ -251,12 +251,13 @@ def check_body(protocol: str, rows: Sequence[Any]) -> tuple[dict[str, Any], dict
 # -- instances and inputs as the plain API's fields ----------------------------------------------------------------
 
 
-def _checked(fields: dict[str, Any], limits) -> dict[str, Any]:
-    """The fields of one instance, refused here when the envelope cannot carry their answer."""
-    if "job" in fields:
+def _checked(fields: dict[str, Any], limits, jobs: bool = False) -> dict[str, Any]:
+    """The fields of one instance, refused here when the envelope cannot carry their answer (``jobs``: the
+    server shares its jobs with every replica, so optimizations and polls are answered here too)."""
+    if "job" in fields and not jobs:
         raise InvalidOption(NO_JOBS)
     asked = as_names("mode", fields.get("mode", ""))
-    if any(m in OPTIMIZATIONS for m in asked):
+    if any(m in OPTIMIZATIONS for m in asked) and not jobs:
         raise InvalidOption(f"mode {next(m for m in asked if m in OPTIMIZATIONS)}: {NO_JOBS}")
     if "format" in fields and as_text("format", fields["format"]).lower() != "json":
         raise InvalidOption(NO_FORMAT.format(clip_text(as_text("format", fields["format"]), 20)))
@@ -269,9 +270,9 @@ def _checked(fields: dict[str, Any], limits) -> dict[str, Any]:
     return fields
 
 
-def _v1_fields(instance: Any, limits) -> dict[str, Any]:
+def _v1_fields(instance: Any, limits, jobs: bool = False) -> dict[str, Any]:
     if isinstance(instance, str):
-        return _checked({"data": instance}, limits)
+        return _checked({"data": instance}, limits, jobs)
     if not isinstance(instance, Mapping):
         raise InvalidInput(
             f"an instance is base64 image text or an object with the image as 'data' and options beside it; got "
@@ -289,7 +290,7 @@ def _v1_fields(instance: Any, limits) -> dict[str, Any]:
         fields["data"] = inner["b64"]
     if "data" in fields and not isinstance(fields["data"], str):
         raise InvalidInput(f"an instance's 'data' is base64 text; got {type(fields['data']).__name__}")
-    return _checked(fields, limits)
+    return _checked(fields, limits, jobs)
 
 
 def _at_most(count: int, what: str, limits) -> None:
@@ -301,7 +302,7 @@ def _at_most(count: int, what: str, limits) -> None:
         )
 
 
-def v1_items(instances: Any, limits) -> tuple[list[dict[str, Any] | VizError], list[str]]:
+def v1_items(instances: Any, limits, jobs: bool = False) -> tuple[list[dict[str, Any] | VizError], list[str]]:
     """Each instance as the fields of one plain request, or the error that refuses it."""
     if not isinstance(instances, list) or not instances:
         raise InvalidInput(f"'instances' must be a non-empty list: {V1_SHAPE}")
@@ -309,13 +310,15 @@ def v1_items(instances: Any, limits) -> tuple[list[dict[str, Any] | VizError], l
     items: list[dict[str, Any] | VizError] = []
     for instance in instances:
         try:
-            items.append(_v1_fields(instance, limits))
+            items.append(_v1_fields(instance, limits, jobs))
         except VizError as err:
             items.append(err)
     return items, []
 
 
-def v2_items(inputs: Any, parameters: Mapping[str, Any], limits) -> tuple[list[dict[str, Any] | VizError], list[str]]:
+def v2_items(
+    inputs: Any, parameters: Mapping[str, Any], limits, jobs: bool = False
+) -> tuple[list[dict[str, Any] | VizError], list[str]]:
     """Each image input as the fields of one plain request (or the error that refuses it), and the output names:
     the image inputs' own. Inputs named after an option (other than ``data``) are options of every image."""
     option_names = set(all_options()) - {"data"}
@@ -329,6 +332,8 @@ def v2_items(inputs: Any, parameters: Mapping[str, Any], limits) -> tuple[list[d
             options[inp["name"]] = value
         else:
             images.append(inp)
+    if not images and jobs and "job" in options:  # a poll or a cancel: its options are the request
+        return [_checked(options, limits, jobs)], ["job"]
     if not images:
         raise InvalidInput(
             f"no image input: every input is named after an option ({', '.join(i['name'] for i in inputs)[:80]}); "
@@ -346,7 +351,7 @@ def v2_items(inputs: Any, parameters: Mapping[str, Any], limits) -> tuple[list[d
                                       f"'data' is no parameter"))  # fmt: skip
         else:
             try:
-                items.append(_checked({**options, **own, "data": inp["data"]}, limits))
+                items.append(_checked({**options, **own, "data": inp["data"]}, limits, jobs))
             except VizError as err:
                 items.append(err)
     return items, [inp["name"] for inp in images]
@@ -368,14 +373,16 @@ def answer(service, call: Call, data: Any, explain: bool = False) -> Answer:
     if call.error is not None:
         return whole(call.error)
     limits = service.limits
+    # with a job store that every replica shares, a job submitted here can be polled through any replica
+    jobs = service.jobs is not None and getattr(service.jobs.store, "shared", False)
     try:
-        items, names = v2_items(data, call.parameters, limits) if v2 else v1_items(data, limits)
+        items, names = v2_items(data, call.parameters, limits, jobs) if v2 else v1_items(data, limits, jobs)
     except VizError as err:
         return whole(err)
     asked = [k for k, item in enumerate(items) if not isinstance(item, VizError)]
     replies: list[Reply | None] = [None] * len(items)
     # each instance as a JSON body of the plain API ({"body": fields}: its keys are read as options, nothing else)
-    done = service.handle([{"body": items[k]} for k in asked], [explain] * len(asked), jobs=False)
+    done = service.handle([{"body": items[k]} for k in asked], [explain] * len(asked), jobs=jobs)
     for k, reply in zip(asked, done, strict=True):
         replies[k] = reply
     entries: list[Any] = []

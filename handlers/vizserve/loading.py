@@ -18,7 +18,7 @@ import torch
 from cnnviz import ModelSpec, build_model, load_weights, model_from_file, read_state_dict
 
 from .config import JobSettings, ServerConfig
-from .jobs import JobLimits, JobScheduler, JobStore
+from .jobs import JobLimits, JobScheduler, make_store
 from .pipeline import VizService
 
 __all__ = ["SPEC_FILE", "job_scheduler", "load_service", "model_for", "split_threads"]
@@ -34,9 +34,11 @@ def model_for(spec: ModelSpec, folder: Path | None) -> torch.nn.Module:
 
 
 def job_scheduler(name: str, config: ServerConfig, **kw) -> JobScheduler:
-    """The job scheduler of one worker of model ``name``: states and answers in ``config.jobs.dir/<name>`` (default
-    ``<system temp dir>/cnnviz-jobs/<name>``), the job thread with ``config.jobs.threads`` torch threads, each job
-    with ``config.limits.max_busy_seconds`` of compute."""
+    """The job scheduler of one worker of model ``name``, the job thread with ``config.jobs.threads`` torch threads,
+    each job with ``config.limits.max_busy_seconds`` of compute. Its store: ``config.jobs.store``
+    (``redis://HOST:PORT/DB``: shared by every server that names it, :mod:`vizserve.redisstore`), else the folder
+    ``config.jobs.dir/<name>`` (default ``<system temp dir>/cnnviz-jobs/<name>``), shared by the model's workers on
+    this machine."""
     jobs = config.jobs
     job_limits = JobLimits(
         max_jobs=jobs.max_jobs,
@@ -45,7 +47,7 @@ def job_scheduler(name: str, config: ServerConfig, **kw) -> JobScheduler:
         keep_seconds=float(jobs.keep_seconds),
     )
     base = Path(jobs.dir) if jobs.dir else Path(tempfile.gettempdir()) / "cnnviz-jobs"
-    store = JobStore(base / name, job_limits)
+    store = make_store(jobs.store, name, job_limits, folder=base / name)
     threads, _ = split_threads(jobs)
     return JobScheduler(store, job_limits, on_thread_start=lambda: torch.set_num_threads(threads), **kw)
 
@@ -66,7 +68,7 @@ def load_service(
 ) -> VizService:  # fmt: skip
     """The service for the archive in ``model_dir``; ``cfg`` is the ``handler:`` section of model-config.yaml, or
     the :class:`ServerConfig` read from it (an unknown key raises :class:`vizserve.config.ConfigError`). ``jobs``:
-    optimizations run as jobs (:mod:`vizserve.jobs`), calibrated now."""
+    slow requests run as jobs (:mod:`vizserve.jobs`), calibrated now."""
     model_dir = Path(model_dir)
     config = cfg if isinstance(cfg, ServerConfig) else ServerConfig.read(cfg)
     spec = ModelSpec.from_dict(json.loads((model_dir / SPEC_FILE).read_text())).overridden(config.spec.as_mapping())

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnviz import InputTooLarge, LayerTable, ModelSpec, OverBudget, VizError, forward
+from cnnviz import InputTooLarge, LayerTable, ModelSpec, OverBudget, VizError, forward, shared_copy
 
 from . import jobwork
 from .cost import MIB, CostModel, Estimate, optimizations, probe
@@ -114,11 +114,25 @@ class VizService:
             self._fit_frame = FrameResizer(pre.resize, pre.crop, pre.interpolation)
             self._video_transform = video_transform(pre.resize, pre.crop, pre.mean, pre.std, pre.interpolation,
                                                     resized=True)  # fmt: skip
-        self.jobs = jobs
+        # the model's copy that jobs copy theirs from, in any thread: no pass runs on it, so no hook is ever on it
+        self.job_template = shared_copy(model)
         self.cost = CostModel(self.served)
+        self._jobs: JobScheduler | None = None
+        self.jobs = jobs
         # torch threads of the request thread: (while no job runs, while one does); None: left as they are.
         # Set by load_service: every core for requests alone, the share split_threads leaves beside a job.
         self.request_threads: tuple[int, int] | None = None
+
+    @property
+    def jobs(self) -> JobScheduler | None:
+        """The job scheduler; given one, it is handed what rebuilds this service's jobs from their records."""
+        return self._jobs
+
+    @jobs.setter
+    def jobs(self, scheduler: JobScheduler | None) -> None:
+        self._jobs = scheduler
+        if scheduler is not None and scheduler.make_work is None:
+            scheduler.attach(jobwork.work_maker(self))
 
     def _share_cores(self) -> None:
         """Requests get every core while no optimization job runs (a lone classify on 2 cores took 1.19x the stock
@@ -340,6 +354,10 @@ class VizService:
                         results[i][name] = mode.run(served, req.values[name], x, deadline - time.monotonic())
         reads = {i: read for i, read in inputs.items() if read}
         return results, reads, {i: x for i, (_, x) in jobs.items()}
+
+    def decode(self, req: VizRequest, served: Served | None = None) -> torch.Tensor:
+        """The normalized input of ``req`` (see :meth:`_input`)."""
+        return self._input(req, {}, served or self.served)
 
     def _input(self, req: VizRequest, info: dict[str, Any], served: Served) -> torch.Tensor:
         """The normalized input of ``req``: an image ``[3, H, W]``, or for a video model a clip ``[3, T, H, W]``

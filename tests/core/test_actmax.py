@@ -124,3 +124,43 @@ def test_start_and_end_are_reported_in_float32_when_steps_run_in_bfloat16(shapes
     torch.testing.assert_close(result.end, exact, rtol=1e-5, atol=1e-5)
     assert (result.end.to(torch.bfloat16).float() != result.end).any()  # more bits than bfloat16 holds
     assert (result.start.to(torch.bfloat16).float() != result.start).any()
+
+
+@pytest.mark.parametrize(
+    "precision,param,extra",
+    [("float32", "fft", {"copies": 2}), ("bfloat16", "fft", {}), ("float32", "pixel", {"blur_every": 2, "tv": 0.1})],
+)
+def test_a_run_resumed_from_a_checkpoint_is_the_run_without_one(shapes, precision, param, extra):
+    """N steps in one run equal k steps, a checkpoint (through bytes), a new Optimization restored from it, and the
+    N - k steps left, bit for bit on the CPU: parameters, Adam's moments, the step and the transforms' generator."""
+    from cnnviz.actmax import Objective, Optimization
+
+    cfg = Settings(size=64, steps=6, seed=3, precision=precision, param=param, mean=MEAN, std=STD, **extra)
+    targets = [Target("", 1), Target("", 4)]
+
+    def new():
+        return Optimization(shapes, len(targets), Objective(shapes, targets, cfg.classes), cfg)
+
+    whole = new()
+    while not whole.finished:
+        whole.step()
+    expected = whole.finish(False)
+
+    first = new()
+    for _ in range(4):
+        first.step()
+    data = first.checkpoint()
+    first.close()
+    second = new()
+    second.restore(data)
+    assert second.done == 4 and torch.equal(second.value, first.value) and torch.equal(second.start, expected.start)
+    while not second.finished:
+        second.step()
+    got = second.finish(False)
+    assert got.steps == 6 and torch.equal(got.images, expected.images) and torch.equal(got.end, expected.end)
+    with pytest.raises(ValueError, match="another optimization"):  # another size: refused, not silently mixed
+        other = Optimization(shapes, 2, Objective(shapes, targets, cfg.classes), Settings(size=32, mean=MEAN, std=STD))
+        try:
+            other.restore(data)
+        finally:
+            other.close()

@@ -247,3 +247,19 @@ def test_docker_compose_config_validates_both_files(tmp_path):
     broken = tmp_path / "compose.yml"
     broken.write_text("services:\n  viz:\n    image: x\n    ports: {8080: 8080}\n    healthcheck: {retries: many}\n")
     assert subprocess.run([*compose, "-f", str(broken), "config", "-q"], capture_output=True).returncode != 0
+
+
+def test_kserve_replicas_share_the_redis_of_its_manifest():
+    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "kserve" / "redis.yaml").read_text())}
+    deployment, service = docs["Deployment"], docs["Service"]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--appendonly yes" in container["args"][0] and "--requirepass" in container["args"][0]
+    assert "noeviction" in container["args"][0]  # a full Redis refuses writes (503s) rather than drop queued jobs
+    assert service["spec"]["ports"][0]["port"] == 6379
+    for name in ("inferenceservice.yaml", "inferenceservice-v2.yaml"):
+        env = yaml.safe_load((ROOT / "kserve" / name).read_text())["spec"]["predictor"]["model"]["env"]
+        [store] = [e for e in env if e["name"] == "VIZ_JOB_STORE"]
+        assert store["valueFrom"]["secretKeyRef"] == {"name": "cnn-viz-redis", "key": "url"}
