@@ -78,7 +78,8 @@ class Limits:
 class JobSettings:
     """Slow work as jobs beside the request path (the ``jobs`` section; :mod:`vizserve.jobs`)."""
 
-    max_jobs: int = 4  # jobs one worker holds at once (queued and running); one more is answered 429
+    max_jobs: int = 4  # jobs one worker runs at once (interleaved step by step); more wait in the queue
+    max_queued: int = 16  # jobs waiting in the whole queue (every worker of every replica); one more is answered 429
     wall_seconds: int = 300  # a job's answer is ready at most this long after its submission
     keep_seconds: int = 600  # a finished job's answer is kept this long after it ends
     # torch's intra-op threads of the job thread; the request thread gets the rest of the cores. 0: half the cores

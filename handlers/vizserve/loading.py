@@ -42,6 +42,7 @@ def job_scheduler(name: str, config: ServerConfig, **kw) -> JobScheduler:
     jobs = config.jobs
     job_limits = JobLimits(
         max_jobs=jobs.max_jobs,
+        max_queued=jobs.max_queued,
         compute_seconds=float(config.limits.max_busy_seconds),
         wall_seconds=float(jobs.wall_seconds),
         keep_seconds=float(jobs.keep_seconds),

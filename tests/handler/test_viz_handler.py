@@ -211,21 +211,27 @@ def test_an_optimization_is_a_job_that_a_poll_follows_to_its_answer(handler, mod
     assert entry["label"] == "tabby" and entry["steps"] == 3
 
 
-def test_a_full_worker_answers_429_with_retry_after(handler, model_dir):
-    ctx = MockContext(model_dir, {})
-    many = [{"mode": b"actmax", "channel": b"1", "steps": b"20", "size": b"32"}] * 5
-    out = handler.handle(many, ctx)
-    statuses = [ctx.status[i][0] for i in range(5)]
-    assert statuses == [202] * 4 + [429], [json.loads(o) for o in out]
-    i = statuses.index(429)
-    assert json.loads(out[i])["type"] == "TooManyJobs" and int(ctx.response_headers[i]["Retry-After"]) >= 1
-    with handler.service.jobs._cond:
-        jobs = list(handler.service.jobs._jobs.values())
-    for job in jobs:
-        poll = MockContext(model_dir, {})
-        handler.handle([{"job": job.id.encode()}], poll)
-        assert poll.status[0][0] in (200, 202)
-    handler.service.jobs.stop()  # not run to the end here
+def test_a_full_queue_answers_429_with_retry_after(model_dir):
+    cfg = {"handler": {"arch": "resnet18", "weights": "random", "jobs": {"max_jobs": 1, "max_queued": 2}}}
+    handler = load_handler_module().VizHandler()
+    handler.initialize(MockContext(model_dir, cfg))
+    try:
+        ctx = MockContext(model_dir, {})
+        many = [{"mode": b"actmax", "channel": b"1", "steps": b"20", "size": b"32"}] * 5
+        out = handler.handle(many, ctx)
+        statuses = [ctx.status[i][0] for i in range(5)]
+        # two wait in the queue (and at most one was taken from it meanwhile: a worker looks every 0.5 s)
+        assert statuses[:2] == [202, 202] and statuses[3:] == [429, 429], [json.loads(o) for o in out]
+        body = json.loads(out[4])
+        assert body["type"] == "TooManyJobs" and "max_queued" in body["message"]
+        assert int(ctx.response_headers[4]["Retry-After"]) >= 1
+        for o, status in zip(out, statuses, strict=True):
+            if status == 202:
+                poll = MockContext(model_dir, {})
+                handler.handle([{"job": json.loads(o)["job"].encode()}], poll)
+                assert poll.status[0][0] in (200, 202)
+    finally:
+        handler.service.jobs.stop()  # not run to the end here
 
 
 def test_the_cores_are_split_between_the_request_and_the_job_thread():
