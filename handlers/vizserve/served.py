@@ -52,10 +52,12 @@ class Limits:
 
 
 def bf16_is_fast(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX for oneDNN)."""
+    """Whether ``device`` computes bfloat16 natively: a CUDA device of compute capability 8.0 or more (Ampere on),
+    a ROCm one, or a CPU with AVX512-BF16/AMX for oneDNN. Not ``torch.cuda.is_bf16_supported()``: it answers for
+    the current device (cuda:0 in a worker given GPU 1) and counts the emulated bfloat16 of a T4 or V100."""
     try:
         if device.type == "cuda":
-            return torch.cuda.is_bf16_supported()
+            return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
