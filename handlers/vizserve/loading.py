@@ -32,10 +32,14 @@ def model_for(spec: ModelSpec, folder: Path | None) -> torch.nn.Module:
     return build_model(spec.arch, spec.builder)
 
 
-def job_scheduler(name: str, limits: Limits, folder: str | Path | None = None, **kw) -> JobScheduler:
+def job_scheduler(
+    name: str, limits: Limits, folder: str | Path | None = None, device: torch.device | None = None, **kw
+) -> JobScheduler:
     """The job scheduler of one worker of model ``name``: states and answers in ``folder`` (default
     ``$VIZ_JOB_DIR/<name>``, see :func:`vizserve.jobs.default_job_dir`), the job thread with
-    ``limits.job_threads`` torch threads."""
+    ``limits.job_threads`` torch threads and, for a CUDA ``device``, that device as its current one (a new thread's
+    is cuda:0, where a worker given another GPU would make a CUDA context of its own for anything that uses the
+    current device)."""
     job_limits = JobLimits(
         max_jobs=limits.max_jobs,
         compute_seconds=float(limits.max_busy_seconds),
@@ -44,7 +48,13 @@ def job_scheduler(name: str, limits: Limits, folder: str | Path | None = None, *
     )
     store = JobStore(Path(folder) if folder else default_job_dir(name), job_limits)
     threads, _ = split_threads(limits)
-    return JobScheduler(store, job_limits, on_thread_start=lambda: torch.set_num_threads(threads), **kw)
+
+    def on_thread_start() -> None:
+        torch.set_num_threads(threads)
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_device(device)
+
+    return JobScheduler(store, job_limits, on_thread_start=on_thread_start, **kw)
 
 
 def split_threads(limits: Limits, cores: int | None = None) -> tuple[int, int]:
@@ -70,7 +80,7 @@ def load_service(
     load_weights(model, read_state_dict(weights_file), source=str(weights_file.name))
     model.to(device).eval()
     limits = Limits.from_config(cfg)
-    scheduler = job_scheduler(name, limits, cfg.get("job_dir")) if jobs else None
+    scheduler = job_scheduler(name, limits, cfg.get("job_dir"), device) if jobs else None
     service = VizService(model, spec, device=device, name=name, limits=limits, jobs=scheduler)
     if jobs:
         cores = torch.get_num_threads()
