@@ -11,7 +11,7 @@ from torch import nn
 
 from cnnviz import MAX_PASSES, LayerTable, ModelSpec
 
-__all__ = ["Limits", "Served", "bf16_is_fast", "smallest_input_side"]
+__all__ = ["Limits", "Served", "bf16_is_fast", "release_cached_memory", "smallest_input_side"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,14 @@ def bf16_is_fast(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Give the memory PyTorch's CUDA allocator keeps cached back to the device (after a job: its peak, GBs for
+    many targets at once, stays reserved by this process otherwise, out of reach of the other workers TorchServe
+    runs on the same GPU, one process each). Nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def smallest_input_side(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> int:

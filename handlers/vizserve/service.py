@@ -44,7 +44,7 @@ from .modes.optimizing import Optimizing, preview
 from .options import as_bool
 from .preprocess import decode_fit, image_transform
 from .request import ANIMATED, JOB_FIELDS, VizRequest, fields_of, parse_request
-from .served import Limits, Served, smallest_input_side
+from .served import Limits, Served, release_cached_memory, smallest_input_side
 from .video import VideoLimits, is_video, read_clip, video_transform
 
 __all__ = ["Reply", "VizService"]
@@ -552,3 +552,4 @@ class _RequestWork:
         if self._current is not None:
             self._current[1].close()
             self._current = None
+        release_cached_memory(self.served.device)
