@@ -14,8 +14,9 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
-from cnnviz import CAM_METHODS, SALIENCY_METHODS
+from cnnviz import CAM_METHODS, SALIENCY_METHODS, build_model, random_state_dict, torchvision_spec
 
 #: Fields that differ between two runs of one request (where it ran, how long it took).
 VOLATILE = frozenset({"device", "seconds"})
@@ -66,6 +67,65 @@ def video_requests(with_target: str | None = None) -> list[dict[str, str]]:
         {"mode": "saliency", "method": "occlusion", "window": "0.5", "raw": "true", **t},
         {"mode": "actmax", "channel": "0", "steps": "2", "size": "16", "precision": "float32", "raw": "true"},
     ]
+
+
+#: The models of the real CUDA lane and of scripts/gpu_check.py: two image CNNs of torchvision and a video one with
+#: seeded random weights (nothing to download), and the project's trained shapes model.
+MODELS = ("alexnet", "resnet18", "shapes", "r3d_18")
+
+
+def service_for(arch: str, device: torch.device, seed: int = 0, **kw):
+    """The service of ``arch`` on ``device``: torchvision's architecture with ``random_state_dict(arch, seed)``
+    (the same weights on every device), or the trained shapes model."""
+    from tests.services import shapes_service
+    from vizserve import VizService
+
+    if arch == "shapes":
+        return shapes_service(device=device, **kw)
+    model = build_model(arch)
+    model.load_state_dict(random_state_dict(arch, seed=seed))
+    spec = torchvision_spec(arch, weights="random")
+    return VizService(model.eval().to(device), spec, device=device, name=f"{arch}_viz", **kw)
+
+
+def archive_folder(arch: str, folder) -> None:
+    """``arch`` laid out in ``folder`` as its model archive is (``spec.json``, ``weights.pt``, and the shapes model's
+    ``model.py``), for :func:`vizserve.load_service`: seeded random weights, or the shapes model's trained ones."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from tests.services import SHAPES, shapes_spec
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if arch == "shapes":
+        spec = shapes_spec(model_file="model.py")
+        shutil.copy(SHAPES / "model.py", folder / "model.py")
+        shutil.copy(SHAPES / "weights.pt", folder / "weights.pt")
+    else:
+        spec = torchvision_spec(arch, weights="random")
+        torch.save(random_state_dict(arch, seed=0), folder / "weights.pt")
+    (folder / "spec.json").write_text(json.dumps(spec.to_dict()))
+
+
+def input_for(service) -> bytes:
+    """What to send ``service``: a photo-like JPEG for an image model (a square for shapes), a ``.npy`` clip of the
+    model's input shape for a video model."""
+    from tests.images import jpeg, npy, shape_png
+
+    spec = service.spec
+    if spec.modality == "video":
+        rng = np.random.default_rng(0)
+        return npy((rng.standard_normal(spec.input_shape) * 0.5).astype(np.float32))
+    if spec.arch == "shapes":
+        return shape_png(label=1, seed=11, pool=40)[0]
+    return jpeg(320, 240)
+
+
+def requests_for(service, with_target: str | None = None) -> list[dict[str, str]]:
+    video = service.spec.modality == "video"
+    return video_requests(with_target) if video else image_requests(with_target)
 
 
 def label(fields: dict[str, str]) -> str:

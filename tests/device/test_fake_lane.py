@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import importlib.util
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from cnnviz import GradCAM, Settings, Target, actmax, deletion_insertion, forwar
 from tests.device import lane as L
 from tests.fakecuda import is_fake
 from tests.images import npy, shape_png
-from tests.services import SHAPES, motion_service, shapes_model, shapes_service, shapes_spec, tiny_service
+from tests.services import motion_service, shapes_model, shapes_service, tiny_service
 from tests.tiny import Tiny, tiny_input
 from vizserve import Limits
 
@@ -178,12 +177,9 @@ def test_timed_work_waits_for_the_device_it_ran_on(lane):
 @pytest.fixture(scope="module")
 def shapes_dir(tmp_path_factory):
     """The shapes model laid out as its archive is (spec.json, model.py, weights.pt)."""
-    d = tmp_path_factory.mktemp("shapes_viz")
-    spec = shapes_spec(model_file="model.py")
-    (d / "spec.json").write_text(json.dumps(spec.to_dict()))
-    shutil.copy(SHAPES / "model.py", d / "model.py")
-    shutil.copy(SHAPES / "weights.pt", d / "weights.pt")
-    return d
+    folder = tmp_path_factory.mktemp("shapes_viz")
+    L.archive_folder("shapes", folder)
+    return folder
 
 
 def poll_until_done(svc, job: str, seconds: float = 60):
