@@ -52,7 +52,7 @@ import torch  # noqa: E402
 FULL = {"model": "alexnet", "rounds": 50, "batches": 10, "batch": 8, "actmax_targets": (1, 16, 64), "steps": 20,
         "classes": 64, "class_steps": 128, "jobs": 100, "job_steps": 8, "peak_n": 8192}  # fmt: skip
 QUICK = {"model": "shapes", "rounds": 3, "batches": 2, "batch": 4, "actmax_targets": (1, 2), "steps": 2,
-         "classes": 6, "class_steps": 3, "jobs": 5, "job_steps": 2, "peak_n": 512}  # fmt: skip
+         "classes": 6, "class_steps": 3, "jobs": 5, "job_steps": 2, "peak_n": 1024}  # fmt: skip
 
 
 def sync(device: torch.device) -> None:
@@ -465,6 +465,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="the CPU fallback's small sizes (default without CUDA)")
     p.add_argument("--no-torchserve", action="store_true", help="skip bench/latency.py even where it could run")
     p.add_argument("--fake-cuda", action="store_true", help="dry-run the CUDA branch on tests/fakecuda.py's device")
+    p.add_argument("--model", choices=("alexnet", "resnet18", "shapes"), help="instead of the sizes' model")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -476,8 +477,10 @@ def main() -> int:
         cuda = torch.cuda.is_available()
         device = torch.device("cuda", 0) if cuda else torch.device("cpu")
         sizes = QUICK if (args.quick or not cuda or args.fake_cuda) else FULL
+        sizes = {**sizes, "model": args.model or sizes["model"]}
         lane = lane_results(Path(args.lane) if args.lane else None)
-        result: dict[str, Any] = {"environment": environment(device), "sizes": {**sizes, "quick": sizes is QUICK},
+        quick = sizes["rounds"] == QUICK["rounds"]
+        result: dict[str, Any] = {"environment": environment(device), "sizes": {**sizes, "quick": quick},
                                   "lane": lane, "errors": {}}  # fmt: skip
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -14,7 +14,8 @@ bfloat16 autocast where the device has none) would reach the first user with a G
   ``device=cuda:N``, ``is_cuda`` True, and computes its ops on the CPU, so tests still assert values (and get the
   CPU's exact results).
 - An op raises as CUDA would (a ``RuntimeError`` that names both devices) when it mixes ``cuda:N`` with a CPU
-  tensor that is not a 0-dim scalar (CUDA allows those, and CPU index tensors), or ``cuda:0`` with ``cuda:1``.
+  tensor that is not a 0-dim scalar (CUDA allows those, and CPU index tensors), or ``cuda:0`` with ``cuda:1``; in
+  a backward pass only two devices are caught, not the CPU (the C++ backward formulas make CPU temporaries here).
   ``.numpy()`` (and ``np.asarray``) of a device tensor raises CUDA's ``TypeError``; a device with no such index is
   an invalid ordinal; a CPU ``torch.Generator`` used for a device draw raises CUDA's error; each fake device has
   its own default generator (``torch.cuda.manual_seed`` seeds it, ``torch.manual_seed`` all of them).
@@ -264,7 +265,10 @@ class FakeCudaTensor(torch.Tensor):
             a, b = sorted(devices, key=str)[:2]
             raise _mixing_error(name, a, b)
         device = next(iter(devices))
-        if name not in _COPIES:
+        # In a backward pass, C++ formulas make temporaries from a wrapper's options (C++ device: the CPU), as
+        # at::zeros(sizes, grad.options()) in max's backward (torch 2.11): on a GPU those are device tensors.
+        # So mixing is checked in forward passes only (a backward hook of the user's that mixes is missed).
+        if name not in _COPIES and torch._C._current_graph_task_id() == -1:
             checked = flat if name not in _INDEXING else tree_flatten((args[:1], args[2:], kwargs))[0]
             for a in checked:
                 if isinstance(a, torch.Tensor) and not isinstance(a, FakeCudaTensor) and a.dim() > 0:
@@ -647,6 +651,7 @@ def _cuda_functions(lane: Lane) -> dict[str, Any]:
         "default_generators": tuple(lane.generators),
         "current_stream": _Stream,
         "default_stream": _Stream,
+        "is_current_stream_capturing": lambda: False,  # optimizers ask (torch 2.11)
     }
 
 
@@ -685,6 +690,7 @@ def fake_cuda(
             patch(torch.cuda, name, value)
         for name, value in _accelerator_functions(lane).items():
             patch(torch.accelerator, name, value)
+        patch(torch.cuda.graphs, "is_current_stream_capturing", lambda: False)
         patch(torch, "autocast", _Autocast)
         patch(torch.amp, "autocast", _Autocast)
         patch(torch, "Generator", _LaneGenerator)

@@ -172,6 +172,9 @@ def test_values_and_gradients_are_the_cpus_exactly():
         assert not is_fake(xd.grad) and torch.equal(xd.grad, xc.grad)
         assert model[0].weight.grad.device == CUDA1
         assert torch.equal(model[0].weight.grad.cpu(), cpu_model[0].weight.grad)
+        y = torch.randn(3, 4, device=CUDA1, requires_grad=True)  # backward formulas that make temporaries
+        (y.max(1).values.sum() + y.amax(0).sum() + y.topk(2).values.sum()).backward()
+        assert y.grad.device == CUDA1 and y.grad.sum().item() == 3 + 4 + 6
         back = model.cpu()
         assert not any(is_fake(p) for p in back.parameters())
         assert torch.equal(back[0].weight, cpu_model[0].weight)
