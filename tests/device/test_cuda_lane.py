@@ -128,27 +128,32 @@ def wait(svc, job: str, seconds: float = 120):
 
 
 def test_an_actmax_job_runs_through_the_scheduler_and_frees_its_memory(archive, tmp_path, record_property):
+    """Two jobs of 16 classes: the first warms up what stays for good (the job thread's cuBLAS workspace lives in
+    PyTorch's allocator), the second must leave the allocated memory where it found it."""
     from vizserve import load_service
 
     threads = torch.get_num_threads()
     svc = load_service(archive, {"job_dir": str(tmp_path)}, device=GPU, name="alexnet_viz", jobs=True)
+    ask = {"mode": "actmax", "channel": "0-15", "steps": "32", "raw": "true"}
     try:
-        gc.collect()
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        [accepted] = svc.handle([{"mode": "actmax", "channel": "0-15", "steps": "32", "raw": "true"}])
-        assert accepted.status == 202, accepted.body[:300]
-        done = wait(svc, json.loads(accepted.body)["job"])
-        assert done.status == 200, done.body[:300]
-        entries = json.loads(done.body)["actmax"]
-        assert len(entries) == 16 and all(not e["stopped_early"] for e in entries)
-        assert sum(e["end"] > e["start"] for e in entries) >= 12  # the objective rose for (nearly) every class
-        gc.collect()
-        torch.cuda.synchronize()
-        after = torch.cuda.memory_allocated()
-        record_property("memory", json.dumps({"allocated_before": before, "allocated_after": after,
-                                              "reserved_after": torch.cuda.memory_reserved()}))  # fmt: skip
-        assert after <= before
+        readings = []
+        for _ in range(2):
+            gc.collect()
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            [accepted] = svc.handle([ask])
+            assert accepted.status == 202, accepted.body[:300]
+            done = wait(svc, json.loads(accepted.body)["job"])
+            assert done.status == 200, done.body[:300]
+            entries = json.loads(done.body)["actmax"]
+            assert len(entries) == 16 and all(not e["stopped_early"] for e in entries)
+            assert sum(e["end"] > e["start"] for e in entries) >= 12  # the objective rose for (nearly) every class
+            gc.collect()
+            torch.cuda.synchronize()
+            readings.append({"allocated_before": before, "allocated_after": torch.cuda.memory_allocated(),
+                             "reserved_after": torch.cuda.memory_reserved()})  # fmt: skip
+        record_property("memory", json.dumps(readings))
+        assert readings[1]["allocated_after"] <= readings[1]["allocated_before"]
     finally:
         svc.jobs.stop()
         torch.set_num_threads(threads)
