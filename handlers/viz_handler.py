@@ -126,6 +126,8 @@ class VizHandler:
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         props = context.system_properties
         device = select_device(props.get("gpu_id"))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # this worker's current device: what uses one lands on its own GPU
         cfg = (context.model_yaml_config or {}).get("handler", {})
         # optimizations run as jobs on a thread of this worker, beside the request path (vizserve.jobs)
         self.service = load_service(props["model_dir"], cfg, device=device, name=context.model_name, jobs=True)

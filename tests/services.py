@@ -31,7 +31,8 @@ def tiny_service(
     transform = transforms.Compose(
         [transforms.Resize((2, 3)), transforms.PILToTensor(), transforms.ConvertImageDtype(torch.float32)]
     )
-    return VizService(model or Tiny(), tiny_spec(), device=device, name="tiny_viz", transform=transform, limits=limits)
+    model = (model or Tiny()).to(device)
+    return VizService(model, tiny_spec(), device=device, name="tiny_viz", transform=transform, limits=limits)
 
 
 def shapes_spec(**changes) -> ModelSpec:
@@ -44,13 +45,13 @@ def shapes_model() -> torch.nn.Module:
     return load_weights(model, read_state_dict(SHAPES / "weights.pt")).eval()
 
 
-def shapes_service(limits: Limits = Limits()) -> VizService:
-    return VizService(shapes_model(), shapes_spec(), device=torch.device("cpu"), name="shapes_viz", limits=limits)
+def shapes_service(limits: Limits = Limits(), device: torch.device = torch.device("cpu")) -> VizService:
+    return VizService(shapes_model().to(device), shapes_spec(), device=device, name="shapes_viz", limits=limits)
 
 
-def motion_service(limits: Limits = Limits()) -> VizService:
+def motion_service(limits: Limits = Limits(), device: torch.device = torch.device("cpu")) -> VizService:
     """The trained video example, as ``./archive.sh motion`` serves it."""
     doc = json.loads((MOTION / "model.json").read_text())
     spec = ModelSpec.from_dict(doc, arch="motion", weights="file:weights.pt")
     model = load_weights(model_from_file(MOTION / "model.py"), read_state_dict(MOTION / "weights.pt")).eval()
-    return VizService(model, spec, device=torch.device("cpu"), name="motion_viz", limits=limits)
+    return VizService(model.to(device), spec, device=device, name="motion_viz", limits=limits)

@@ -44,7 +44,7 @@ from .cam import (
 from .capture import LayerHooks, capture_outputs, restore_mode
 from .errors import InputTooLarge, InvalidInput, InvalidOption, OverBudget, TooManyJobs, UnknownLayer, VizError
 from .faithfulness import MAX_FAITHFULNESS_STEPS, Faithfulness, deletion_insertion
-from .inference import forward
+from .inference import forward, wait_for
 from .layers import LayerInfo, LayerTable, clip_text
 from .models import (
     ARCHITECTURES,
@@ -147,4 +147,5 @@ __all__ = [
     "rgb_filter_tiles",
     "select_channels",
     "torchvision_spec",
+    "wait_for",
 ]

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .capture import LayerHooks, restore_mode
+from .inference import wait_for
 from .objectives import Objective, Target, Term, _Hooked
 
 __all__ = [
@@ -315,6 +316,7 @@ class Optimization:
             objective.__enter__()
             with torch.no_grad():
                 self.start = self._score(self.image(), exact=True).detach()
+            wait_for(device)  # the set-up is timed (calibration): done when it returns
         except BaseException:
             self.close()
             raise
@@ -355,6 +357,7 @@ class Optimization:
                 self.params[0].copy_(_gaussian_blur(self.params[0]))
         self.done += 1
         self.value = value.detach()
+        wait_for(self.device)  # a step is timed (budgets, calibration): done when it returns
         return self.value
 
     def finish(self, stopped_early: bool) -> ActmaxResult:

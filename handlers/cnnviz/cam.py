@@ -53,6 +53,7 @@ from torch import nn
 
 from .capture import LayerHooks, restore_mode
 from .errors import InputTooLarge, OverBudget
+from .inference import wait_for
 
 __all__ = [
     "AUGMENTATIONS",
@@ -373,14 +374,15 @@ class PerturbationCAM(BaseCAM):
         started, done = time.monotonic(), 0
         for row in range(n):
             for part in live[row].nonzero()[:, 0].split(batch):
-                self._pace(started, done, total, n, c)
+                self._pace(started, done, total, n, c, p.activations.device)
                 out[row, part] = scores(row, part.to(p.activations.device))
                 done += len(part)
         return out
 
-    def _pace(self, started: float, done: int, total: int, n: int, c: int) -> None:
+    def _pace(self, started: float, done: int, total: int, n: int, c: int, device: torch.device) -> None:
         if self.deadline is None:
             return
+        wait_for(device)  # the passes so far, done (a GPU queues them)
         now = time.monotonic()
         per_pass = (now - started) / done if done else 0.0
         if now + per_pass * (total - done) > self.deadline:

@@ -9,7 +9,15 @@ from torch import nn
 
 from .capture import LayerHooks
 
-__all__ = ["forward"]
+__all__ = ["forward", "wait_for"]
+
+
+def wait_for(device: torch.device) -> None:
+    """Wait until ``device`` has done the work queued on it: a CUDA device runs kernels after the call that queued
+    them returns, so a step timed without this (job budgets, the calibration, a time cap) measures the queueing.
+    Names the device: the current one of a thread may be another GPU than the model's. Nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def forward(

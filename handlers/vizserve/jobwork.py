@@ -30,6 +30,7 @@ from .modes import MODES
 from .modes.optimizing import preview
 from .reply import Reply
 from .request import VizRequest, parse_request
+from .served import release_cached_memory
 
 if TYPE_CHECKING:
     from .pipeline import VizService
@@ -247,6 +248,7 @@ class RequestWork:
         if self._current is not None:
             self._current[1].close()
             self._current = None
+        release_cached_memory(self.served.device)  # its peak goes back to the other workers of the GPU
 
 
 def submit(service: VizService, req: VizRequest, estimate: Estimate) -> Reply:

@@ -33,12 +33,13 @@ def model_for(spec: ModelSpec, folder: Path | None) -> torch.nn.Module:
     return build_model(spec.arch, spec.builder)
 
 
-def job_scheduler(name: str, config: ServerConfig, **kw) -> JobScheduler:
-    """The job scheduler of one worker of model ``name``, the job thread with ``config.jobs.threads`` torch threads,
-    each job with ``config.limits.max_busy_seconds`` of compute. Its store: ``config.jobs.store``
-    (``redis://HOST:PORT/DB``: shared by every server that names it, :mod:`vizserve.redisstore`), else the folder
-    ``config.jobs.dir/<name>`` (default ``<system temp dir>/cnnviz-jobs/<name>``), shared by the model's workers on
-    this machine."""
+def job_scheduler(name: str, config: ServerConfig, device: torch.device | None = None, **kw) -> JobScheduler:
+    """The job scheduler of one worker of model ``name``, the job thread with ``config.jobs.threads`` torch threads
+    and, for a CUDA ``device``, that device as its current one (a new thread's is cuda:0, where a worker given
+    another GPU would make a CUDA context of its own for anything that uses the current device); each job with
+    ``config.limits.max_busy_seconds`` of compute. Its store: ``config.jobs.store`` (``redis://HOST:PORT/DB``:
+    shared by every server that names it, :mod:`vizserve.redisstore`), else the folder ``config.jobs.dir/<name>``
+    (default ``<system temp dir>/cnnviz-jobs/<name>``), shared by the model's workers on this machine."""
     jobs = config.jobs
     job_limits = JobLimits(
         max_jobs=jobs.max_jobs,
@@ -50,7 +51,13 @@ def job_scheduler(name: str, config: ServerConfig, **kw) -> JobScheduler:
     base = Path(jobs.dir) if jobs.dir else Path(tempfile.gettempdir()) / "cnnviz-jobs"
     store = make_store(jobs.store, name, job_limits, folder=base / name)
     threads, _ = split_threads(jobs)
-    return JobScheduler(store, job_limits, on_thread_start=lambda: torch.set_num_threads(threads), **kw)
+
+    def on_thread_start() -> None:
+        torch.set_num_threads(threads)
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_device(device)
+
+    return JobScheduler(store, job_limits, on_thread_start=on_thread_start, **kw)
 
 
 def split_threads(jobs: JobSettings, cores: int | None = None) -> tuple[int, int]:
@@ -77,7 +84,7 @@ def load_service(
     weights_file = model_dir / config.weights_file
     load_weights(model, read_state_dict(weights_file), source=str(weights_file.name))
     model.to(device).eval()
-    scheduler = job_scheduler(name, config) if jobs else None
+    scheduler = job_scheduler(name, config, device) if jobs else None
     service = VizService(model, spec, device=device, name=name, limits=config.limits, video=config.video,
                          jobs=scheduler)  # fmt: skip
     if jobs:

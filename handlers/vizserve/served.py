@@ -13,17 +13,27 @@ from cnnviz import LayerTable, ModelSpec
 
 from .config import Limits
 
-__all__ = ["Limits", "Served", "bf16_is_fast", "smallest_input_side"]
+__all__ = ["Limits", "Served", "bf16_is_fast", "release_cached_memory", "smallest_input_side"]
 
 
 def bf16_is_fast(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX for oneDNN)."""
+    """Whether ``device`` computes bfloat16 natively: a CUDA device of compute capability 8.0 or more (Ampere on),
+    a ROCm one, or a CPU with AVX512-BF16/AMX for oneDNN. Not ``torch.cuda.is_bf16_supported()``: it answers for
+    the current device (cuda:0 in a worker given GPU 1) and counts the emulated bfloat16 of a T4 or V100."""
     try:
         if device.type == "cuda":
-            return torch.cuda.is_bf16_supported()
+            return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Give the memory PyTorch's CUDA allocator keeps cached back to the device (after a job: its peak, GBs for
+    many targets at once, stays reserved by this process otherwise, out of reach of the other workers TorchServe
+    runs on the same GPU, one process each). Nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def smallest_input_side(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> int:
