@@ -187,7 +187,7 @@ def shapes_dir(tmp_path_factory):
 def poll_until_done(svc, job: str, seconds: float = 60):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        reply = svc.poll(job)
+        [reply] = svc.handle([{"job": job}])
         if reply.status != 202:
             return reply
         time.sleep(0.05)
