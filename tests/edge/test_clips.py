@@ -189,3 +189,21 @@ def test_a_unit_of_a_video_layer_at_one_frame(svc):
                                       {"mode": "actmax", "channel": "1", "t": "0"}])  # fmt: skip
     assert late.status == 400 and "'t' must be a whole number in 0..1" in late.body.decode()
     assert classes.status == 400 and "outputs [3]" in classes.body.decode()
+
+
+def test_describe_lists_the_video_options_for_a_video_model_only(svc):
+    from tests.services import tiny_service
+
+    video_only = {"tv_time", "time_jitter", "time_cycles", "t"}
+
+    def options(service):
+        [reply] = service.handle([{"mode": "describe"}])
+        modes = json.loads(reply.body)["describe"]["modes"]
+        return {m["name"]: {o["name"] for o in m["options"]} for m in modes}
+
+    video, image = options(svc), options(tiny_service())
+    assert video_only <= video["actmax"] and {"tv_time", "time_jitter", "time_cycles"} <= video["invert"]
+    assert not video_only & set().union(*image.values())  # an image model's client shows none of them
+    assert image["actmax"] == video["actmax"] - video_only and "y" in image["actmax"]
+    [refused] = tiny_service().handle([{"mode": "actmax", "channel": "0", "tv_time": "1"}])
+    assert refused.status == 400 and "are for video models" in refused.body.decode()
