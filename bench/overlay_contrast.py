@@ -77,9 +77,8 @@ def scores(maps, blend: str, opacity: float, gamma: float) -> tuple[float, float
         for rgb, where, signed in maps:
             colormap = render.DIVERGING if signed else "jet"
             overlay = render._overlay(rgb, where, colormap, opacity, blend, signed)
-            null = render._overlay(
-                rgb, torch.full_like(where, 0.5 if signed else 0.0), colormap, opacity, blend, signed
-            )
+            nothing = torch.full_like(where, 0.5 if signed else 0.0)  # a map that is 0 everywhere
+            null = render._overlay(rgb, nothing, colormap, opacity, blend, signed)
             pictures = (render._to_uint8(t) for t in (rgb, null, overlay))
             s = overlay_contrast(*pictures, where.numpy(), signed)
             shown.append(s["map_shown"])
