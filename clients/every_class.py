@@ -47,7 +47,6 @@ from viz_client import ROOT, auth, call, early_mark, endpoint, error_text, extra
 MANIFEST = "manifest.json"
 # Fields the command sets itself: the targets are the classes, the answer must be JSON, steps has its own flag.
 RESERVED = ("mode", "channel", "layer", "y", "x", "t", "job", "format", "data", "steps")
-ROW = 8  # pictures a row of the gallery
 BATCH = 16  # classes a job, unless --batch or the last run says otherwise
 
 
@@ -129,11 +128,10 @@ class Manifest:
         write_atomically(self.path, json.dumps(body, indent=1) + "\n")
 
     def write_gallery(self) -> Path:
-        """index.html with every class done so far, in class order, 8 a row."""
+        """index.html with every class done so far, in class order, in rows that wrap to the window."""
         s = self.settings
         cells = [cell(e["file"], f"{c} {e['label']} ({e['end']:.3g})", early_mark(e))
                  for c, e in sorted(self.classes.items())]  # fmt: skip
-        rows = [cells[i : i + ROW] for i in range(0, len(cells), ROW)]
         options = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("model", "arch", "weights", "num_classes"))
         early = self.stopped_early()
         about = (f"The preferred image of each class of {s['model']} ({s['arch']}, weights {s['weights']}): "
@@ -143,7 +141,7 @@ class Manifest:
             about += f" {early} stopped early (their job's budget ran out): marked in red."
         heading = f"{s['model']}: every class"
         path = self.folder / "index.html"
-        write_atomically(path, page(heading, about, [table(f"{s['model']}: classes", rows)]))
+        write_atomically(path, page(heading, about, [table(f"{s['model']}: classes", cells)]))
         return path
 
 

@@ -20,14 +20,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from viz_client import IMAGE_SUFFIXES, ROOT, call, early_mark  # noqa: E402
 
+#: The page: each table a section of pictures that wraps to the window (flex rows, never wider than it), each picture
+#: scaled down to the window at most and to 224 px (class and channel patterns) or 560 px (wide pictures).
 PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
 <style>
 body {{ font: 14px system-ui, sans-serif; margin: 24px; background: #fafafa; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 6px; text-align: center; vertical-align: top; }}
-th {{ font-weight: 600; }} img {{ max-width: 224px; image-rendering: pixelated; border: 1px solid #ccc; }}
-.wide img {{ max-width: 560px; }} caption {{ text-align: left; font-size: 18px; padding: 8px 0; }}
-small {{ color: #666; }} .early {{ color: #b00000; font-weight: 600; }}
+section {{ margin: 0 0 24px; }} h2 {{ font-size: 18px; font-weight: 600; margin: 8px 0; }}
+.cells {{ display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }}
+figure {{ margin: 0; max-width: 100%; text-align: center; }}
+img {{ display: block; margin: 0 auto 4px; max-width: min(100%, 224px); image-rendering: pixelated;
+       border: 1px solid #ccc; }}
+.wide img {{ max-width: min(100%, 560px); }} figcaption {{ color: #666; font-size: 12px; max-width: 560px; }}
+.early {{ color: #b00000; font-weight: 600; }}
 </style></head><body>
 <h1>{heading}</h1><p><small>{about}</small></p>
 {tables}
@@ -51,14 +57,17 @@ def cell(src: str, caption: str, mark: str = "") -> str:
     """A picture with its caption; ``mark`` (a result that stopped early) is shown below it in red."""
     note = f'<br><span class="early">{html.escape(mark)}</span>' if mark else ""
     return (
-        f'<td><img src="{html.escape(src)}" alt="{html.escape(caption)}"><br><small>{html.escape(caption)}</small>'
-        f"{note}</td>"
+        f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
+        f"{note}</figcaption></figure>"
     )
 
 
-def table(caption: str, rows: list[list[str]], wide: bool = False) -> str:
-    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
-    return f'<table class="{"wide" if wide else ""}"><caption>{html.escape(caption)}</caption>{body}</table>'
+def table(caption: str, cells: list[str], wide: bool = False) -> str:
+    """A captioned section of pictures, in rows that wrap to the window's width."""
+    return (
+        f'<section class="{"wide" if wide else ""}"><h2>{html.escape(caption)}</h2><div class="cells">'
+        f"{''.join(cells)}</div></section>"
+    )
 
 
 def page(heading: str, about: str, tables: list[str]) -> str:
@@ -79,7 +88,7 @@ def optimized(args, folder: Path, layer: str | None) -> str:
         cells.append(cell(name, f"{about} ({e['end']:.3g})", early_mark(e)))
     early = sum(e["stopped_early"] for e in out["actmax"])
     about = f" ({early} of {len(cells)} stopped early: the job's budget ran out)" if early else ""
-    return table(f"{out['model']}: {layer or 'classes'}{about}", [cells[i : i + 8] for i in range(0, len(cells), 8)])
+    return table(f"{out['model']}: {layer or 'classes'}{about}", cells)
 
 
 def per_image(args, folder: Path, image: Path) -> str:
@@ -92,7 +101,7 @@ def per_image(args, folder: Path, image: Path) -> str:
         cell(save(folder, f"{image.stem}_gradcam.png", cam["image"]), f"Grad-CAM {cam['layer']}: {cam['label']}"),
     ] + [cell(save(folder, f"{image.stem}_{fm['layer']}.png", fm["image"]), f"feature maps {fm['layer']}")
          for fm in out["featuremaps"]]  # fmt: skip
-    return table(f"{image.name}: {top['label']} ({top['score']:.2f})", [row], wide=True)
+    return table(f"{image.name}: {top['label']} ({top['score']:.2f})", row, wide=True)
 
 
 def main() -> int:

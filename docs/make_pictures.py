@@ -73,8 +73,9 @@ def shapes_pictures() -> None:
 
 
 def motion_pictures(steps: int = 128) -> None:
-    """Grad-CAM over time of a clip moving right (animated WebP), and the preferred video of every class (as the
-    tests make them), each animated and all as one static grid (every second frame)."""
+    """Grad-CAM over time of a clip moving right (animated WebP, and the static picture: its frames in rows, each
+    above its overlay), and the preferred video of every class (as the tests make them), each animated and all as
+    one static grid (every second frame)."""
     from examples.motion.motion_data import CLASSES, make_clips, write_video
     from tests.services import motion_service
     from vizserve import Limits
@@ -85,6 +86,10 @@ def motion_pictures(steps: int = 128) -> None:
     write_video(clips[labels.tolist().index(CLASSES.index("right"))], buf)
     [reply] = svc.handle([{"data": buf.getvalue(), "mode": "gradcam", "format": "webp"}])
     path = ROOT / "docs" / "motion_gradcam_right.webp"
+    path.write_bytes(reply.body)
+    print(path.relative_to(ROOT))
+    [reply] = svc.handle([{"data": buf.getvalue(), "mode": "gradcam", "format": "png"}])  # the static picture
+    path = ROOT / "docs" / "motion_gradcam_right.png"
     path.write_bytes(reply.body)
     print(path.relative_to(ROOT))
     [reply] = svc.handle([{"mode": "actmax", "channel": "0-5", "steps": str(steps), "raw": "true"}])

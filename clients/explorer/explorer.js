@@ -423,9 +423,10 @@ class Panel {
     figure.hidden = false;
   }
 
+  // The server's pictures, each once: the input is at the top of the page and inside the server's overlay
+  // picture (beside it, or above each row of a clip's frames), so it is not shown a third time here.
   attribution(kind, e, name) {
     const row = el("div", { class: "row", "data-kind": kind });
-    if (state.fileUrl && state.file.type.startsWith("image/")) row.append(picture(state.fileUrl, `input: ${state.file.name}`, state.file.name));
     const what = [e.method, e.layer, e.label ?? (e.channel !== undefined ? `channel ${e.channel}` : "")].filter(Boolean).join(", ");
     row.append(picture(dataUrl(e.image), `${kind}: ${what}`, name(kind, e.method, e.layer, e.label), { kind: "overlay" }));
     if (e.heatmap) row.append(picture(dataUrl(e.heatmap), `${kind} map (max ${Number(e.max).toPrecision(3)})`, name(kind, e.method, e.layer, e.label, "map"), { kind: "heatmap" }));

@@ -123,12 +123,17 @@ def _mp4(a: np.ndarray, fps: float) -> bytes:
 
 
 def strip_png(frames: torch.Tensor, labels: list[str] | None = None, title: str = "") -> bytes:
-    """A static strip of ``frames`` ``[T, 3, H, W]`` (or ``[T, 1, H, W]``) floats in [0, 1], left to right as one
-    PNG, laid out like :func:`vizserve.render.grid_png`: each frame under its label (default its index), small
-    frames enlarged and large ones reduced, a title line on top."""
+    """A static strip of ``frames`` ``[T, 3, H, W]`` (or ``[T, 1, H, W]``) floats in [0, 1] as one PNG, laid out
+    like :func:`vizserve.render.grid_png`: each frame under its label (default its index), small frames enlarged
+    and large ones reduced, a title on top; left to right, wrapped into rows as a clip's pictures are (at most
+    ``render.STRIP_COLUMNS`` frames and about ``render.MAX_STRIP`` px a row, evened out over the rows)."""
     if frames.ndim != 4 or frames.shape[1] not in (1, 3) or frames.shape[0] < 1:
         raise ValueError(f"frames must be [T, 1 or 3, H, W] with T >= 1, got {list(frames.shape)}")
     labels = labels if labels is not None else [str(k) for k in range(len(frames))]
     if len(labels) != len(frames):
         raise ValueError(f"{len(labels)} labels for {len(frames)} frames")
-    return render.grid_png(frames.detach().float().cpu().clamp(0, 1), labels, title, nrow=len(frames))
+    tile = max(render.MIN_TILE, min(render.MAX_TILE, max(frames.shape[-2:])))  # a tile's side after grid_png's _fit
+    fit = max(1, (render.MAX_STRIP + render.PAD) // (tile + render.PAD))
+    rows = math.ceil(len(frames) / min(len(frames), render.STRIP_COLUMNS, fit))
+    nrow = math.ceil(len(frames) / rows)
+    return render.grid_png(frames.detach().float().cpu().clamp(0, 1), labels, title, nrow=nrow)

@@ -94,6 +94,8 @@ class Option:
         default_text: how the default reads in the README and ``describe`` when it depends on the model.
         above: ``float`` values must be strictly above ``lo`` (a learning rate).
         allowed_text: the allowed values in words, for kinds the mode reads itself (``text``, ``names``).
+        modality: ``video``: only video models take it (``mode=describe`` of an image model leaves it out, and the
+            mode refuses it there); ``None``: every model.
     """
 
     name: str
@@ -106,6 +108,11 @@ class Option:
     default_text: str | None = None
     above: bool = False
     allowed_text: str = ""
+    modality: str | None = None
+
+    def taken_by(self, served: Any) -> bool:
+        """Whether the served model takes this option (its modality)."""
+        return self.modality is None or self.modality == served.spec.modality
 
     def but(self, default: Any, default_text: str | None = None) -> Option:
         """The same option with another default (for one mode)."""

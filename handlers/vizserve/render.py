@@ -23,7 +23,7 @@ from torchvision.utils import make_grid
 
 __all__ = [
     "COLORMAPS", "DIVERGING", "attribution_pngs", "b64", "colour_table", "grid_png", "image_png", "map_png",
-    "matrix_png", "npy_bytes", "overlay_frames", "preview_png", "rgb_png",
+    "matrix_png", "npy_bytes", "overlay_frames", "preview_png", "rgb_png", "strip_shape",
 ]  # fmt: skip
 
 BACKGROUND = 0.12  # dark grey between tiles and behind labels
@@ -254,13 +254,27 @@ def matrix_png(cells: torch.Tensor, rows: list[int], cols: list[int], title: str
 
 #: Attribution pictures are enlarged by a whole factor until their short side is at least this (shapes: 64 -> 256).
 MIN_PICTURE = 224
-#: Space between the input and its overlay (and a clip's rows).
+#: A clip's frames (more than one) are enlarged until their short side is at least this (motion: 64 -> 128), and
+#: wrapped into rows of at most STRIP_COLUMNS frames and MAX_STRIP px (:func:`strip_shape`): 16 frames make 2 rows
+#: of 8, about 1,040 px wide, where one row was 4,126 px and its title unreadable once a page fit it to its width.
+MIN_FRAME = 112
+STRIP_COLUMNS = 8
+MAX_STRIP = 1040
+#: Space between the input and its overlay (and between a clip's rows of input and overlay frames).
 GAP = 8
 BAR_H = 12  # the colour bar's height
-MAX_BAR = 640  # and at most its width (a clip's strip is wider), from the left
+MAX_BAR = 640  # and at most its width (a wider picture's bar is drawn from the left)
 _TICK_TOP, _TICK_BOTTOM = _line_box(_TICK_FONT)
 #: The colour bar below a map: a gap, the bar, tick marks and their labels.
 BAR_BAND = 6 + BAR_H + 3 + (_TICK_BOTTOM - _TICK_TOP) + 6
+#: How a map is laid over its input (:func:`attribution_pngs`): ``even``, every pixel ``opacity`` the map's colour
+#: (Grad-CAM's usual picture); ``magnitude``, each pixel ``opacity * m ** MAGNITUDE_GAMMA`` the map's colour, with
+#: ``m`` the map's magnitude there over its largest (``|value| / max``), over the input in grey: where the map says
+#: nothing the input shows as it is (in grey, so that its own colours are not read as the map's), and a signed map's
+#: white 0 does not wash it out. The gamma below 1 lifts the small values most of a pixel map's mass is in (0.35:
+#: bench/overlay_contrast.py).
+BLENDS = ("even", "magnitude")
+MAGNITUDE_GAMMA = 0.35
 
 #: The colour maps a request may name (option 'colormap'), by matplotlib's names. Looked up in this table only.
 COLORMAPS = {
@@ -280,8 +294,8 @@ def colour_table(name: str) -> np.ndarray:
     return (colormaps[COLORMAPS[name]](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
-def _enlarge(a: np.ndarray) -> np.ndarray:
-    k = max(1, math.ceil(MIN_PICTURE / min(a.shape[:2])))
+def _enlarge(a: np.ndarray, side: int = MIN_PICTURE) -> np.ndarray:
+    k = max(1, math.ceil(side / min(a.shape[:2])))
     return a.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else a
 
 
@@ -293,9 +307,54 @@ def _side_by_side(parts: list[np.ndarray], gap: int = PAD) -> np.ndarray:
     return np.concatenate([part for p in parts for part in (p, space)][:-1], axis=1)
 
 
+def _stacked(parts: list[np.ndarray], gap: int = PAD) -> np.ndarray:
+    """Pictures of one width top to bottom, ``gap`` px of background apart."""
+    space = np.full((gap, *parts[0].shape[1:]), _BG, np.uint8)
+    return np.concatenate([part for p in parts for part in (p, space)][:-1], axis=0)
+
+
+def strip_shape(frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """How :func:`attribution_pngs`, :func:`map_png`, :func:`image_png` and :func:`rgb_png` lay out ``frames``
+    pictures of ``height x width`` px: ``(rows, columns, frame height, frame width)`` in px after enlarging.
+
+    One picture (an image) is enlarged by a whole factor to at least ``MIN_PICTURE`` px on its short side; a clip's
+    frames to at least ``MIN_FRAME``, then ``columns = min(frames, STRIP_COLUMNS, what fits in MAX_STRIP px)``,
+    ``rows = ceil(frames / columns)``, and the columns evened out over the rows (``ceil(frames / rows)``). A strip is
+    ``columns * frame width + (columns - 1) * PAD`` px wide and ``rows * frame height + (rows - 1) * PAD`` px high
+    (16 frames of 64 px: 2 rows of 8 frames of 128 px, 1,038 x 258); in :func:`attribution_pngs` each row of input
+    frames has its row of overlays below it (``PAD`` apart) and row pairs are ``GAP`` apart.
+    """
+    k = max(1, math.ceil((MIN_PICTURE if frames == 1 else MIN_FRAME) / min(height, width)))
+    fh, fw = height * k, width * k
+    fit = max(1, (MAX_STRIP + PAD) // (fw + PAD))
+    columns = max(1, min(frames, STRIP_COLUMNS, fit))
+    rows = math.ceil(frames / columns)
+    return rows, math.ceil(frames / rows), fh, fw
+
+
+def _rows(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """A clip's frames ``H x W (x 3)``, each enlarged for display, as :func:`strip_shape`'s rows (2 px between
+    frames; the last row filled out with background)."""
+    rows, columns, fh, _ = strip_shape(len(frames), *frames[0].shape[:2])
+    k = fh // frames[0].shape[0]
+    big = [f.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else f for f in frames]
+    blank = np.full_like(big[0], _BG)
+    big += [blank] * (rows * columns - len(big))
+    return [_side_by_side(big[r * columns : (r + 1) * columns]) for r in range(rows)]
+
+
 def _strip(frames: list[np.ndarray]) -> np.ndarray:
-    """Frames ``H x W (x 3)`` left to right, each enlarged for display, 2 px apart: a clip as one picture."""
-    return _side_by_side([_enlarge(f) for f in frames])
+    """Frames ``H x W (x 3)`` as one picture: one frame enlarged for display, or a clip in rows (:func:`strip_shape`),
+    time left to right and then down."""
+    return _stacked(_rows(frames))
+
+
+def _clip_title(title: str | None, frames: int, height: int, width: int) -> str | None:
+    """A clip's title says how to read its frames."""
+    if frames == 1 or not title:
+        return title
+    rows, columns, _, _ = strip_shape(frames, height, width)
+    return f"{title}; {frames} frames, time to the right" + (f", {columns} a row" if rows > 1 else "")
 
 
 def _coloured(where: torch.Tensor, colormap: str = "jet") -> np.ndarray:
@@ -331,26 +390,35 @@ def _frames(t: torch.Tensor, clip_dims: int) -> list[torch.Tensor]:
 
 
 # The pictures of maps and images take one input ``[3, H, W]`` / ``[H, W]``, or a clip ``[3, T, H, W]`` / ``[T, H, W]``,
-# which they show as a strip of its frames, time from left to right. Maps come as positions ``where`` in [0, 1] along
-# the colour map (the caller scales them: 0 .. max, or -max .. +max for a signed map), with the ``ticks`` that label
-# the colour bar.
+# which they show as its frames in rows (strip_shape), time left to right and then down. Maps come as positions
+# ``where`` in [0, 1] along the colour map (the caller scales them: 0 .. max, or -max .. +max for a signed map), with
+# the ``ticks`` that label the colour bar.
 
 
-def overlay_frames(rgb: torch.Tensor, where: torch.Tensor, alpha: float = 0.5, colormap: str = "jet") -> torch.Tensor:
-    """A clip ``[3, T, H, W]`` in [0, 1] with its maps ``[T, H, W]`` blended over it, as frames ``[T, 3, H, W]`` in
-    [0, 1] (for animations)."""
-    coloured = torch.from_numpy(_coloured(where, colormap).astype(np.float32) / 255).permute(0, 3, 1, 2)
-    return (1 - alpha) * rgb.clamp(0, 1).cpu().transpose(0, 1) + alpha * coloured
+def _overlay(rgb: torch.Tensor, where: torch.Tensor, colormap: str, opacity: float, blend: str, signed: bool):
+    """The map ``where [*S]`` (positions in [0, 1] along ``colormap``) laid over ``rgb [3, *S]`` in [0, 1] as
+    ``blend`` says (:data:`BLENDS`; ``signed``: the magnitude of position ``p`` is ``|2p - 1|``, else ``p``), as
+    floats ``[3, *S]`` in [0, 1]."""
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+    rgb = rgb.detach().float().clamp(0, 1).cpu()
+    where = where.detach().float().cpu()
+    coloured = torch.from_numpy(_coloured(where, colormap)).movedim(-1, 0).float() / 255
+    if blend == "even":
+        return (1 - opacity) * rgb + opacity * coloured
+    grey = (torch.tensor([0.299, 0.587, 0.114]).view(3, *[1] * where.dim()) * rgb).sum(0, keepdim=True)
+    magnitude = ((2 * where - 1).abs() if signed else where).clamp(0, 1)
+    alpha = opacity * magnitude**MAGNITUDE_GAMMA
+    return (1 - alpha) * grey + alpha * coloured
 
 
-def _blend(image: torch.Tensor, coloured: np.ndarray, alpha: float) -> np.ndarray:
-    """The coloured map ``H x W x 3`` uint8 over the image ``[3, H, W]`` in [0, 1], ``alpha`` of it the map's."""
-    if alpha >= 1:
-        return coloured
-    blend = (1 - alpha) * image.permute(1, 2, 0).numpy() * 255
-    if alpha > 0:
-        blend += alpha * coloured.astype(np.float32)
-    return (blend + 0.5).astype(np.uint8)
+def overlay_frames(
+    rgb: torch.Tensor, where: torch.Tensor, alpha: float = 0.5, colormap: str = "jet", *, blend: str = "even",
+    signed: bool = False,
+) -> torch.Tensor:  # fmt: skip
+    """A clip ``[3, T, H, W]`` in [0, 1] with its maps ``[T, H, W]`` laid over it as in :func:`attribution_pngs`
+    (``alpha``: the opacity), as frames ``[T, 3, H, W]`` in [0, 1] (for animations)."""
+    return _overlay(rgb, where, colormap, alpha, blend, signed).transpose(0, 1)
 
 
 def _with_bar(body: np.ndarray, title: str, colormap: str, ticks: Sequence[str]) -> bytes:
@@ -359,27 +427,33 @@ def _with_bar(body: np.ndarray, title: str, colormap: str, ticks: Sequence[str])
 
 def attribution_pngs(
     rgb: torch.Tensor, where: torch.Tensor, *, title: str, ticks: Sequence[str], colormap: str = "jet",
-    opacity: float = 0.5,
+    opacity: float = 0.5, blend: str = "even", signed: bool = False,
 ) -> tuple[bytes, bytes]:  # fmt: skip
     """The two pictures of a map ``[H, W]`` of positions in [0, 1] along ``colormap`` over its input ``[3, H, W]``
-    in [0, 1], each under ``title`` and over the colour bar with ``ticks``: the input beside the map coloured over
-    it (``opacity`` of each pixel the map's colour), and the map alone. A clip ``[3, T, H, W]`` with maps
-    ``[T, H, W]``: strips of frames, the overlays' below the inputs'."""
+    in [0, 1], each under ``title`` and over the colour bar with ``ticks``: the input beside the map laid over it
+    (``blend`` and ``opacity``: see :data:`BLENDS`; ``signed``: the map's 0 is position 0.5), and the map alone.
+    A clip ``[3, T, H, W]`` with maps ``[T, H, W]``: its frames in rows (:func:`strip_shape`), each row of inputs
+    above its row of overlays."""
     rgb = rgb.detach().clamp(0, 1).cpu()
-    images, maps = _frames(rgb, 4), [_coloured(m, colormap) for m in _frames(where.detach().cpu(), 3)]
-    inputs = _strip([_to_uint8(f) for f in images])
-    overlays = _strip([_blend(f, m, opacity) for f, m in zip(images, maps, strict=True)])
+    where = where.detach().cpu()
+    mixed = _overlay(rgb, where, colormap, opacity, blend, signed)
+    images, overlays = _frames(rgb, 4), _frames(mixed, 4)
+    maps = [_coloured(m, colormap) for m in _frames(where, 3)]
     if len(images) == 1:
-        body = _side_by_side([inputs, overlays], GAP)
+        body = _side_by_side([_enlarge(_to_uint8(images[0])), _enlarge(_to_uint8(overlays[0]))], GAP)
     else:
-        body = np.concatenate([inputs, np.full((GAP, *inputs.shape[1:]), _BG, np.uint8), overlays], axis=0)
+        pairs = zip(_rows([_to_uint8(f) for f in images]), _rows([_to_uint8(f) for f in overlays]), strict=True)
+        body = _stacked([_stacked(list(pair)) for pair in pairs], GAP)
+    title = _clip_title(title, len(images), *where.shape[-2:])
     return _with_bar(body, title, colormap, ticks), _with_bar(_strip(maps), title, colormap, ticks)
 
 
 def map_png(where: torch.Tensor, *, title: str, ticks: Sequence[str], colormap: str = "jet") -> bytes:
-    """A map ``[H, W]`` (or ``[T, H, W]``, a strip) of positions in [0, 1] in the colour map, under ``title``, over
-    the colour bar with ``ticks``."""
-    return _with_bar(_strip([_coloured(f, colormap) for f in _frames(where.detach().cpu(), 3)]), title, colormap, ticks)
+    """A map ``[H, W]`` (or ``[T, H, W]``, a clip's frames in rows) of positions in [0, 1] in the colour map, under
+    ``title``, over the colour bar with ``ticks``."""
+    frames = _frames(where.detach().cpu(), 3)
+    title = _clip_title(title, len(frames), *where.shape[-2:])
+    return _with_bar(_strip([_coloured(f, colormap) for f in frames]), title, colormap, ticks)
 
 
 def rgb_png(rgb: torch.Tensor, title: str | None = None) -> bytes:
@@ -387,14 +461,15 @@ def rgb_png(rgb: torch.Tensor, title: str | None = None) -> bytes:
     under ``title`` if one is given."""
     lo, hi = rgb.min(), rgb.max()
     scaled = ((rgb - lo) / (hi - lo) if hi > lo else torch.zeros_like(rgb)).cpu()
-    return _png(_titled(_strip([_to_uint8(f) for f in _frames(scaled, 4)]), title))
+    frames = _frames(scaled, 4)
+    return _png(_titled(_strip([_to_uint8(f) for f in frames]), _clip_title(title, len(frames), *rgb.shape[-2:])))
 
 
 def image_png(rgb: torch.Tensor, title: str | None = None) -> bytes:
     """An image ``[3, H, W]`` (or clip ``[3, T, H, W]``) in [0, 1] as it is (colours kept), enlarged for display
     like the other pictures, under ``title`` if one is given."""
-    rgb = rgb.detach().cpu()
-    return _png(_titled(_strip([_to_uint8(f) for f in _frames(rgb, 4)]), title))
+    frames = _frames(rgb.detach().cpu(), 4)
+    return _png(_titled(_strip([_to_uint8(f) for f in frames]), _clip_title(title, len(frames), *rgb.shape[-2:])))
 
 
 def preview_png(images: torch.Tensor, side: int = 64) -> bytes:

@@ -217,7 +217,7 @@ def test_stopped_early_results_are_marked_make_batches_smaller_and_can_be_redone
     assert m["stopped_early"] == 2 and [e["stopped_early"] for e in m["classes"][:3]] == [False, True, True]
     page = (tmp_path / "index.html").read_text()
     assert page.count('class="early"') == 2 and "2 stopped early (their job" in page
-    assert re.search(r"1 class 1 \(-0\.49\)</small><br><span class=\"early\">stopped early after 6 steps ", page)
+    assert re.search(r"1 class 1 \(-0\.49\)<br><span class=\"early\">stopped early after 6 steps ", page)
     assert "2 classes stopped early" in capsys.readouterr().out
     model.early = set()
     assert run(model, tmp_path, "--batch", "4", "--redo-early")[0] == 0

@@ -120,7 +120,7 @@ def test_large_frames_are_not_enlarged():
     assert got.shape == (2, 240, 320, 3)
 
 
-def test_strip_is_a_grid_of_one_row():
+def test_strip_is_a_grid_of_rows():
     frames = heat_frames()
     data = strip_png(frames, title="t = 0..5")
     assert data == render.grid_png(frames, [str(k) for k in range(T)], "t = 0..5", nrow=T)
@@ -134,3 +134,7 @@ def test_strip_is_a_grid_of_one_row():
     assert labelled != data
     with pytest.raises(ValueError, match="5 labels for 6 frames"):
         strip_png(frames, labels=["a"] * 5)
+    sixteen = torch.cat([frames] * 3)[:16]  # 16 frames wrap into 2 rows of 8, as a clip's pictures do
+    assert strip_png(sixteen) == render.grid_png(sixteen, [str(k) for k in range(16)], "", nrow=8)
+    with Image.open(io.BytesIO(strip_png(sixteen))) as im:
+        assert im.size == (8 * (tile_w + render.PAD) + render.PAD, 2 * (56 + render.LABEL_H + render.PAD) + render.PAD)

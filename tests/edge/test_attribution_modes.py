@@ -440,3 +440,50 @@ def test_titles_say_which_channels_and_filters_are_shown(svc, image):
     picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(every["featuremaps"][0]["image"]))))
     band = render._title_band("shapes features.8 feature maps [32, 16, 16], all 32 channels", picture.shape[1], False)
     assert np.array_equal(picture[: band.shape[0]], band)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift", "gradientshap"])
+def test_a_signed_map_shows_over_its_input_where_the_even_blend_washed_it_out(svc, image, method):
+    """The service's own signed maps of the square: magnitude-weighted over the input in grey (shared.OVERLAYS),
+    against the even blend at 0.5 the service drew before (recomputed here from the same map), scored by
+    tests/contrast.py. Measured: map_shown 15.9 to 17.5 against 3.0 to 3.5, photo_kept 0.83 against 0.45."""
+    from tests.contrast import overlay_contrast
+    from vizserve.modes.shared import OVERLAYS
+
+    entry = json.loads(ask(svc, data=image[0], mode="saliency", method=method, raw="1").body)["saliency"]
+    inputs, overlay, _, _ = panels(entry)
+    photo, overlay = inputs[::4, ::4], overlay[::4, ::4]  # back to the 64 px the map has
+    raw = raw_array(entry["raw"]).astype(np.float64)
+    where = 0.5 + 0.5 * raw / np.abs(raw).max()
+    rgb = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
+    none = torch.full(where.shape, 0.5)  # a map that is 0 everywhere
+
+    def scored(blend, opacity, drawn=None):
+        null = render._to_uint8(render._overlay(rgb, none, render.DIVERGING, opacity, blend, True))
+        if drawn is None:
+            drawn = render._to_uint8(render._overlay(rgb, torch.from_numpy(where).float(), render.DIVERGING, opacity,
+                                                     blend, True))  # fmt: skip
+        return overlay_contrast(photo, null, drawn, where, signed=True)
+
+    now, before = scored(*OVERLAYS["signed"], overlay), scored("even", 0.5)
+    assert now["map_shown"] >= 12 and now["photo_kept"] >= 0.7, now
+    assert before["map_shown"] < 6 and before["photo_kept"] < 0.5, before
+
+
+def test_opacity_of_a_saliency_map_is_its_largest_and_zero_is_the_input_in_grey(svc, image):
+    data, _ = image
+    plain = json.loads(ask(svc, data=data, mode="saliency", method="deeplift", raw="1").body)["saliency"]
+    half = json.loads(ask(svc, data=data, mode="saliency", method="deeplift", opacity="0.5").body)["saliency"]
+    none = json.loads(ask(svc, data=data, mode="saliency", method="deeplift", opacity="0").body)["saliency"]
+    inputs, overlay, heat, _ = panels(plain)
+    grey = np.rint(inputs.astype(np.float64) @ [0.299, 0.587, 0.114]).astype(int)
+    n_inputs, n_overlay, _, _ = panels(none)
+    assert np.array_equal(n_inputs, inputs) and np.abs(n_overlay.astype(int) - grey[..., None]).max() <= 1
+    raw = raw_array(plain["raw"])
+    y, x = (int(v) * 4 + 2 for v in np.unravel_index(np.abs(raw).argmax(), raw.shape))  # where the map is largest
+    for entry, opacity in ((plain, 0.9), (half, 0.5)):  # the default for a signed map, and one asked for
+        mixed = (1 - opacity) * grey[y, x] + opacity * heat[y, x].astype(int)
+        assert np.abs(panels(entry)[1][y, x] - mixed).max() <= 1.5, (opacity, panels(entry)[1][y, x], mixed)
+    quiet = np.unravel_index(np.abs(raw).argmin(), raw.shape)  # where it is about 0: the input in grey
+    qy, qx = (int(v) * 4 + 2 for v in quiet)
+    assert np.abs(overlay[qy, qx].astype(int) - grey[qy, qx]).max() <= 3

@@ -1,5 +1,5 @@
 """Clips [3, T, H, W] through the service, on the tiny hand-set 3-D model: the modes that take one, and their
-pictures (time from left to right)."""
+pictures (time from left to right, in rows)."""
 
 import base64
 import io
@@ -49,11 +49,14 @@ def test_classify_featuremaps_and_gradcam_of_a_clip(svc):
     assert cam["layer"] == "features" and cam["max"] == pytest.approx(7.75)
     heat = raw_array(cam["raw"])
     assert heat.shape == (2, 2, 3) and heat[1, 0].tolist() == pytest.approx([5.75, 6.75, 7.75])
-    # two frames of 2 x 3, each enlarged 112x to 224 x 336, 2 px apart: the inputs' strip above the overlays', under
-    # the title and over the colour bar
+    # two frames of 2 x 3, each enlarged 56x to 112 x 168 (a clip's frames: render.MIN_FRAME), 2 px apart: the
+    # inputs' row above the overlays' row, under the title (which says how to read the frames) and over the colour bar
     strip = picture(cam["image"])
-    assert strip.size == (2 * 336 + 2, render.TITLE_H + 224 + render.GAP + 224 + render.BAR_BAND)
-    assert picture(cam["heatmap"]).size == (2 * 336 + 2, render.TITLE_H + 224 + render.BAR_BAND)
+    title = f"gradcam of features - zero {cam['score']:.2f}; 2 frames, time to the right"
+    band = render._title_band(title, 2 * 168 + 2)
+    assert strip.size == (2 * 168 + 2, band.shape[0] + 112 + render.PAD + 112 + render.BAR_BAND)
+    assert np.array_equal(np.asarray(strip)[: band.shape[0]], band)
+    assert picture(cam["heatmap"]).size == (2 * 168 + 2, band.shape[0] + 112 + render.BAR_BAND)
 
 
 def test_filters_of_a_3d_convolution_are_strips_over_time(svc):
@@ -106,7 +109,8 @@ def test_a_preferred_video_through_the_service_and_its_preview(svc):
     [entry] = json.loads(reply.body)["actmax"]
     video = raw_array(entry["raw"])
     assert video.shape == (3, 2, 16, 16) and entry["end"] > entry["start"] and entry["label"] == "zero"
-    assert picture(entry["image"]).size == (2 * 224 + 2, render.TITLE_H + 224)  # two frames side by side, a title
+    image = picture(entry["image"])  # two 16 px frames enlarged 7x side by side, under a title of one or more lines
+    assert image.size[0] == 2 * 112 + 2 and (image.size[1] - 112 - render.TITLE_H) % render.TITLE_LINE == 0
     strip = Image.open(io.BytesIO(preview(torch.rand(2, 3, 4, 16, 16))))  # a video's middle frame, per target
     assert strip.size == (2 * 64 + 3, 64 + 2)
     [bad] = svc.handle([{"mode": "actmax", "channel": "0", "init": "image", "data": CLIP}])
@@ -158,12 +162,14 @@ def test_clips_come_animated_too_and_format_picks_the_animation(svc):
     [webp, gif] = svc.handle([{"data": CLIP, "mode": "gradcam", "format": "webp"}, preferred])
     assert webp.content_type == "image/webp" and Image.open(io.BytesIO(webp.body)).n_frames == 2
     assert gif.content_type == "image/gif" and Image.open(io.BytesIO(gif.body)).n_frames == 2
-    # the first frame of the animated overlay is the first frame of the overlays' strip (below the inputs')
+    # the first frame of the animated overlay (224 x 336: animations keep MIN_PICTURE) is the first frame of the
+    # overlays' row (112 x 168, below the inputs'), both enlarged from 2 x 3 without smoothing
     strip = np.asarray(picture(out["gradcam"]["image"]).convert("RGB"))
     first = np.asarray(Image.open(io.BytesIO(webp.body)).convert("RGB"))
-    top = render.TITLE_H + first.shape[0] + render.GAP
-    overlay = strip[top : top + first.shape[0], : first.shape[1]]
-    assert np.abs(overlay.astype(int) - first.astype(int)).max() <= 1
+    assert first.shape == (224, 336, 3)
+    top = strip.shape[0] - render.BAR_BAND - 112
+    overlay = strip[top : top + 112, :168]
+    assert np.abs(overlay.astype(int) - first[::2, ::2].astype(int)).max() <= 1
 
 
 def test_animation_formats_need_a_video_model():
@@ -183,3 +189,21 @@ def test_a_unit_of_a_video_layer_at_one_frame(svc):
                                       {"mode": "actmax", "channel": "1", "t": "0"}])  # fmt: skip
     assert late.status == 400 and "'t' must be a whole number in 0..1" in late.body.decode()
     assert classes.status == 400 and "outputs [3]" in classes.body.decode()
+
+
+def test_describe_lists_the_video_options_for_a_video_model_only(svc):
+    from tests.services import tiny_service
+
+    video_only = {"tv_time", "time_jitter", "time_cycles", "t"}
+
+    def options(service):
+        [reply] = service.handle([{"mode": "describe"}])
+        modes = json.loads(reply.body)["describe"]["modes"]
+        return {m["name"]: {o["name"] for o in m["options"]} for m in modes}
+
+    video, image = options(svc), options(tiny_service())
+    assert video_only <= video["actmax"] and {"tv_time", "time_jitter", "time_cycles"} <= video["invert"]
+    assert not video_only & set().union(*image.values())  # an image model's client shows none of them
+    assert image["actmax"] == video["actmax"] - video_only and "y" in image["actmax"]
+    [refused] = tiny_service().handle([{"mode": "actmax", "channel": "0", "tv_time": "1"}])
+    assert refused.status == 400 and "are for video models" in refused.body.decode()

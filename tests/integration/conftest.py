@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -10,6 +11,8 @@ import torch
 
 from cnnviz import random_state_dict
 from scripts.local_torchserve import ROOT, local_torchserve
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +46,19 @@ def server(tmp_path_factory, alexnet_weights):
             yield srv
     finally:
         shutil.rmtree(store, ignore_errors=True)  # the archives are large
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright (its own browsers are never downloaded), for the explorer's and
+    the galleries' pages; always closed."""
+    assert CHROMIUM, "Chromium is needed to open the pages: apt-get install chromium (scripts/setup.sh --dev does)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,7 +22,6 @@ from tests.images import shape_folder
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WRITE_DOCS = os.environ.get("VIZ_WRITE_SCREENSHOTS") == "1"
 
 
@@ -47,20 +45,6 @@ def explorer_url(server) -> Iterator[str]:
             proc.kill()
             proc.wait(10)
         proc.stdout.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert CHROMIUM, "Chromium is needed to test the explorer: apt-get install chromium (scripts/setup.sh --dev does)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +124,11 @@ def test_two_panels_compare_two_layers(page, tmp_path):
     run(b, "featuremaps", layers="features.8")
     page.wait_for_selector("#panel-a [data-kind=gradcam] [data-kind=overlay] img", timeout=30_000)
     page.wait_for_selector("#panel-b [data-kind=featuremaps][data-layer='features.8'] .channel", timeout=30_000)
-    overlay = page.locator("#panel-a [data-kind=gradcam] figcaption").all_inner_texts()
-    assert overlay[0].startswith("input: shape3.png") and "gradcam++" in overlay[1]
+    # each result once: the server's overlay (the input beside the map over it) and the map; the input itself is at
+    # the top of the page, not a third time in the row
+    captions = page.locator("#panel-a [data-kind=gradcam] figcaption").all_inner_texts()
+    assert len(captions) == 2 and captions[0].startswith("gradcam: gradcam++") and "map (max" in captions[1]
+    assert page.locator("#panel-a .results img[src^='blob:']").count() == 0
     shot(page, tmp_path, "explorer_compare")
     page.locator("#compare").uncheck()
 
@@ -197,6 +184,10 @@ def test_filters_saliency_invert_and_a_video_model(page, tmp_path):
     run(a, "invert", layer="features.3", steps="16")
     page.wait_for_selector("#panel-a [data-kind=invert] img.final", timeout=60_000)
     assert "(16 steps)" in a.locator("[data-kind=invert] figcaption").first.inner_text()
+    video_only = ["tv_time", "time_jitter", "time_cycles", "t"]
+    a.locator(".mode").select_option("actmax")  # an image model: only the options it takes
+    assert a.locator("[data-option=steps]").count() == 1
+    assert [a.locator(f"[data-option={name}]").count() for name in video_only] == [0, 0, 0, 0]
 
     from examples.motion.motion_data import CLASSES, make_clips, write_video
 
@@ -208,7 +199,17 @@ def test_filters_saliency_invert_and_a_video_model(page, tmp_path):
     page.wait_for_selector("#panel-a[data-ready=true][data-model=motion_viz]", timeout=30_000)
     page.set_input_files("#file", str(video))
     page.wait_for_selector("body[data-input='right.mp4']")
+    a.locator(".mode").select_option("actmax")  # a video model: its video options too
+    assert [a.locator(f"[data-option={name}]").count() for name in video_only] == [1, 1, 1, 1]
     run(a, "gradcam")
     page.wait_for_selector("#panel-a [data-kind=gradcam] [data-kind=overlay] img", timeout=30_000)
     assert a.locator(".bar-label").first.inner_text() == "right (2)"
     assert a.locator(".error").is_hidden()
+    # each result once: the frames with their overlays, the maps, the animation; at the server's size, which is
+    # 2 rows of 8 frames of 128 px (the 16 frames of 64 px: render.strip_shape), not a thumbnail of one row
+    row = a.locator("[data-kind=gradcam]")
+    assert [f.get_attribute("data-kind") for f in row.locator("figure").all()] == ["overlay", "heatmap", ""]
+    for kind in ("overlay", "heatmap"):
+        natural, shown = row.locator(f"[data-kind={kind}] img").evaluate("i => [i.naturalWidth, i.clientWidth]")
+        assert natural == shown == 8 * 128 + 7 * 2, (kind, natural, shown)
+    shot(page, tmp_path, "explorer_video")

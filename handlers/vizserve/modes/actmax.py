@@ -56,7 +56,7 @@ UNIT_Y = Option("y", "int", None, "a unit's row in a [C, H, W] layer instead of 
 UNIT_X = Option("x", "int", None, "a unit's column in a [C, H, W] layer", 0, 100_000,
                 default_text="none: the whole channel")  # fmt: skip
 UNIT_T = Option("t", "int", None, "video models: the unit's frame in a [C, T, H, W] layer (with y and x)", 0, 100_000,
-                default_text="none: the unit's mean over frames")  # fmt: skip
+                default_text="none: the unit's mean over frames", modality="video")  # fmt: skip
 CLASS_SCORE = Option("class_score", "choice", "margin", "what a class target maximizes: its log-probability, its "
                      "logit, or its margin over the best other class", choices=CLASS_SCORES)  # fmt: skip
 

@@ -53,7 +53,7 @@ class Mode:
             "name": self.name,
             "summary": self.summary,
             "needs_input": self.needs_input,
-            "options": [self._described(o, served) for o in self.options],
+            "options": [self._described(o, served) for o in self.options if o.taken_by(served)],
         }
 
     def _described(self, option: Option, served: Served) -> dict[str, Any]:

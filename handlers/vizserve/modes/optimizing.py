@@ -37,13 +37,13 @@ PRECISION = Option("precision", "choice", "auto", "auto: bfloat16 where the devi
                    "float32", choices=("auto", "float32", "bfloat16"))  # fmt: skip
 TIME_JITTER = Option("time_jitter", "int", lambda s: 4 if s.spec.modality == "video" else 0, "video models: shift "
                      "the clip in time by up to this many frames each step (circularly)", 0, 8,
-                     default_text="4 for video models, 0 for images")  # fmt: skip
+                     default_text="4 for video models, 0 for images", modality="video")  # fmt: skip
 TV_TIME = Option("tv_time", "float", 0.0, "video models: penalty on the change from frame to frame (temporal "
-                 "smoothness, Feichtenhofer et al. 2019)", 0.0, 100.0)  # fmt: skip
+                 "smoothness, Feichtenhofer et al. 2019)", 0.0, 100.0, modality="video")  # fmt: skip
 TIME_CYCLES = Option("time_cycles", "float", lambda s: 0.5 if s.spec.modality == "video" else 0.0, "video models, "
                      "param=fft: temporal low-pass of the spectrum, amplitudes / (1 + (f_t / this)^2) with f_t in "
                      "cycles per clip (0: none)", 0.0, 64.0,
-                     default_text="0.5 for video models, 0 for images")  # fmt: skip
+                     default_text="0.5 for video models, 0 for images", modality="video")  # fmt: skip
 
 # actmax makes both 2 (modes/actmax.py, ACTMAX_DEFAULTS); invert runs without transforms by default.
 ROBUSTNESS = Option("robustness", "float", 1.0, "multiplies the transforms' pad, jitter, scale and rotation (1: "

@@ -118,7 +118,7 @@ class SaliencyMode(BatchedMode):
         probs = logits.softmax(-1).cpu()
         signed = method in SIGNED_METHODS
         return [
-            (attribution_entry(served, v, x[k], maps[k], int(targets[k]), probs[k], signed=signed, method=method,
-                               **faith[k]), probs[k])
+            (attribution_entry(served, v, x[k], maps[k], int(targets[k]), probs[k], signed=signed, pixels=True,
+                               method=method, **faith[k]), probs[k])
             for k, v in enumerate(values)
         ]  # fmt: skip

@@ -48,8 +48,19 @@ COLORMAP = Option("colormap", "choice", None, "the colour map of the map's pictu
                   "bwr: blue-white-red); a signed map spans -max .. +max, so that 0 is the middle colour",
                   choices=tuple(render.COLORMAPS), default_text=f"jet; {render.DIVERGING} for signed maps (blue "
                   "negative, white 0, red positive)")  # fmt: skip
-OPACITY = Option("opacity", "float", 0.5, "how much of the overlay is the colour map: 0 the input alone, 1 the map "
-                 "alone", 0.0, 1.0)  # fmt: skip
+#: How each kind of map is laid over its input (render.BLENDS) and its opacity when 'opacity' is not given. A CAM
+#: (coarse, every pixel has a value, >= 0, jet): evenly at 0.5, Grad-CAM's usual picture. A map of the input's
+#: pixels (saliency: sparse; a signed one is white at 0, and evenly at 0.5 it washed the photo out and was nearly
+#: invisible over it): weighted by its magnitude, over the input in grey, at most 1 (>= 0) or 0.9 (signed) the map's
+#: colour. Chosen by the contrast bench/overlay_contrast.py measures (README, "The pictures of a map"): the most map
+#: shown that keeps at least half the photo's contrast where the map says little.
+OVERLAYS = {"cam": ("even", 0.5), "pixels": ("magnitude", 1.0), "signed": ("magnitude", 0.9)}
+OPACITY = Option("opacity", "float", None, "how much of the overlay is the map's colour. gradcam: at every pixel (0 "
+                 "the input alone, 1 the map alone); saliency: where the map is largest, each pixel weighted by the "
+                 "map's magnitude there (|value| / max, to the power 0.35), over the input in grey, so that where the "
+                 "map is 0 the input shows at any opacity", 0.0, 1.0,
+                 default_text="gradcam 0.5 (even); saliency, where the map is largest, 1 (a map >= 0) or 0.9 (a "
+                 "signed map)")  # fmt: skip
 
 
 def class_index(value: Any, labels: Sequence[str], name: str = "target") -> int:
@@ -111,22 +122,31 @@ def colormap_of(values, signed: bool) -> str:
     return values["colormap"] or (render.DIVERGING if signed else "jet")
 
 
+def overlay_of(values, pixels: bool, signed: bool) -> tuple[str, float]:
+    """``(blend, opacity)`` of a map's overlay (:data:`OVERLAYS`): a map of the input's ``pixels`` (saliency,
+    ``signed`` or not) or a CAM's; the asked ``opacity`` where there is one."""
+    blend, opacity = OVERLAYS[("signed" if signed else "pixels") if pixels else "cam"]
+    return blend, opacity if values["opacity"] is None else values["opacity"]
+
+
 def attribution_entry(
-    served: Served, values, x, heat, target: int, probs, *, signed: bool = False, **about
+    served: Served, values, x, heat, target: int, probs, *, signed: bool = False, pixels: bool = False, **about
 ) -> dict[str, Any]:
     """Pictures and numbers for one map ``heat [*S]`` of input ``x [C, *S]``: >= 0, or ``signed`` (then ``max``
-    is the largest magnitude, and the pictures span -max .. +max in a diverging colour map by default). Each
-    picture's title names the method, layer, class and score; its colour bar gives the scale."""
+    is the largest magnitude, and the pictures span -max .. +max in a diverging colour map by default); ``pixels``:
+    a map of the input's pixels (saliency), else a CAM (:data:`OVERLAYS`). Each picture's title names the method,
+    layer, class and score; its colour bar gives the scale."""
     top, where, ticks = map_scale(heat, signed)
     where = where.cpu()
     label, score = served.labels[target], float(probs[target])
     colormap = colormap_of(values, signed)
+    blend, opacity = overlay_of(values, pixels, signed)
     method = about.get("method", "map")
     what = f"{method} of {about['layer']}" if about.get("layer") else method
-    title = f"{what} - {label} {probability(score)}" + ("; frames to the right" if heat.dim() == 3 else "")
+    title = f"{what} - {label} {probability(score)}"  # a clip's pictures add how its frames are laid out
     seen = served.seen(x)
     image, heatmap = render.attribution_pngs(seen, where, title=title, ticks=ticks, colormap=colormap,
-                                             opacity=values["opacity"])  # fmt: skip
+                                             opacity=opacity, blend=blend, signed=signed)  # fmt: skip
     entry = {
         **about,
         "target": target,
@@ -138,7 +158,8 @@ def attribution_entry(
         "heatmap": heatmap,
     }
     if heat.dim() == 3:  # a clip: the overlays animated too
-        add_animation(entry, values, render.overlay_frames(seen, where, values["opacity"], colormap), served)
+        frames = render.overlay_frames(seen, where, opacity, colormap, blend=blend, signed=signed)
+        add_animation(entry, values, frames, served)
     if values["raw"]:
         entry["raw"] = render.npy_bytes(heat)
     return entry
