@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .render import MIN_PICTURE
+from .render import strip_shape
 from .served import Served
 
 __all__ = ["Passes", "activation_bytes", "memory_of", "output_shape", "pass_batch", "picture_pixels", "scale_of"]
@@ -57,11 +57,11 @@ def pass_batch(served: Served, shape: Sequence[int], grad: bool, memory: float, 
     return int(max(1, min(most, memory // max(1.0, activation_bytes(served, shape, grad)))))
 
 
-def picture_pixels(h: int, w: int, count: float = 1) -> float:
-    """Pixels of ``count`` pictures of an ``h x w`` map as the renderer draws them (enlarged by a whole factor to at
-    least :data:`vizserve.render.MIN_PICTURE` px)."""
-    k = max(1, math.ceil(MIN_PICTURE / max(1, min(h, w))))
-    return count * (k * h) * (k * w)
+def picture_pixels(h: int, w: int, count: float = 1, frames: int = 1) -> float:
+    """Pixels of ``count`` pictures of an ``h x w`` map (a clip's: ``frames`` of them) as the renderer lays them
+    out (:func:`vizserve.render.strip_shape`: enlarged by a whole factor, a clip's frames in rows)."""
+    rows, columns, fh, fw = strip_shape(max(1, frames), max(1, h), max(1, w))
+    return count * rows * columns * fh * fw
 
 
 def memory_of(served: Served, values) -> float:

@@ -37,7 +37,7 @@ class Deconv(BatchedMode):
     def cost(self, served, values, shape, memory):
         """A pass up to the layer, then one down through the deconvnet (a backward); two pictures."""
         frames = shape[1] if len(shape) == 4 else 1
-        return Passes(inputs=1, grad_inputs=1, grad=True, pictures=picture_pixels(*shape[-2:], 2 * frames),
+        return Passes(inputs=1, grad_inputs=1, grad=True, pictures=picture_pixels(*shape[-2:], 2, frames),
                       raw_bytes=math.prod(shape) * 4 if values["raw"] else 0)  # fmt: skip
 
     def run(self, served, x, values):

@@ -103,7 +103,7 @@ class Optimizing(OptimizeMode):
         batch = k * copies if k * copies <= 4 else k
         bf16 = values["precision"] == "bfloat16" or (values["precision"] == "auto" and served.bf16)
         weights = sum(p.numel() for p in served.model.parameters()) * 2 if bf16 else 0
-        pictures = picture_pixels(*image[-2:], k * (image[1] if len(image) == 4 else 1))
+        pictures = picture_pixels(*image[-2:], k, image[1] if len(image) == 4 else 1)
         raw = k * math.prod(image) * 4 if values["raw"] else 0
         return Passes(memory=activation_bytes(served, image, True) * batch, held_bytes=k * math.prod(image) * 4 * 5
                       + weights + pictures * 3, raw_bytes=raw, knob=("steps", values["steps"]))  # fmt: skip

@@ -171,7 +171,9 @@ def attribution_cost(served: Served, values, shape, *, inputs: float = 0, grad_i
     batches of at most 32, or what fits), and the pictures of one map (the input beside its overlay, the map alone;
     a clip's strips and animation): :func:`attribution_entry` makes them."""
     frames = shape[1] if len(shape) == 4 else 1
-    pictures = picture_pixels(*shape[-2:], 3 * frames) + (picture_pixels(*shape[-2:], frames) if frames > 1 else 0)
+    pictures = picture_pixels(*shape[-2:], 3, frames)  # the input beside its overlay, and the map
+    if frames > 1:  # the overlays animated, each frame at least 224 px
+        pictures += frames * picture_pixels(*shape[-2:])
     if values["faithfulness"]:
         inputs += 2 * (values["faithfulness_steps"] + 1)
         batch = max(batch, faithfulness_batch(served, values, shape))
