@@ -252,9 +252,10 @@ class JobScheduler:
         if self.make_work is None:
             raise ValueError("this scheduler was made without make_work: it cannot run records")
         info = self.store.queue()
-        each = float(about.get("estimate_s") or self.limits.compute_seconds / 2)
+        estimated = about.get("estimate_s") is not None  # 0.0 is an estimate (a short job), not none
+        each = float(about["estimate_s"]) if estimated else self.limits.compute_seconds / 2
         # until this one ends, were the queue's jobs like it (checked only with an estimate)
-        ahead = (info.queued + 1) * each / info.workers if about.get("estimate_s") else 0.0
+        ahead = (info.queued + 1) * each / info.workers if estimated else 0.0
         if info.queued >= self.limits.max_queued or ahead > self.limits.wall_seconds:
             if info.queued >= self.limits.max_queued:  # until enough of the queue's jobs were done
                 wait = each * (info.queued - self.limits.max_queued + 1) / info.workers
@@ -561,7 +562,8 @@ class JobScheduler:
         self._flush()
         if self._renewer is None and self.store.needs_renewal and self._clock() - self._renewed >= self._renew_every:
             self.renew()  # no renewing thread (tests): between steps
-        if self.make_work is not None and (self._claim_now or self._clock() - self._claimed >= self.claim_every):
+        due = self._claim_now or not self._jobs or self._clock() - self._claimed >= self.claim_every  # idle: at once
+        if self.make_work is not None and due:
             self._try_claim(0.0)
         with self._cond:
             for job in [j for j in self._jobs.values() if j.lost]:

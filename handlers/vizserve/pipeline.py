@@ -131,7 +131,7 @@ class VizService:
     @jobs.setter
     def jobs(self, scheduler: JobScheduler | None) -> None:
         self._jobs = scheduler
-        if scheduler is not None and scheduler.make_work is None:
+        if scheduler is not None and getattr(scheduler, "make_work", False) is None:
             scheduler.attach(jobwork.work_maker(self))
 
     def _share_cores(self) -> None:

@@ -222,12 +222,20 @@ def test_precision_auto_resolves_to_what_the_device_does_well(svc):
 
 
 @pytest.fixture(scope="module")
-def jobs_svc(tmp_path_factory):
+def scheduled(tmp_path_factory):
     svc = make()
     config = ServerConfig(limits=svc.limits, jobs=JobSettings(dir=str(tmp_path_factory.mktemp("jobs"))))
     svc.jobs = job_scheduler("shapes_viz", config, thread=False)
     svc.cost.calibrate()
     return svc
+
+
+@pytest.fixture
+def jobs_svc(scheduled):
+    """The service with a job scheduler whose jobs the test steps itself (run_once); what a test leaves queued or
+    running is run to its end after it, so that every test starts with an empty queue."""
+    yield scheduled
+    finish_jobs(scheduled)
 
 
 def finish_jobs(svc):
@@ -299,12 +307,13 @@ def test_fast_modes_are_answered_beside_a_running_job(jobs_svc):
     finish_jobs(jobs_svc)
 
 
-def test_too_many_jobs_is_429_with_a_retry_time(jobs_svc):
-    ids = [json.loads(r.body)["job"] for r in jobs_svc.handle([{"mode": "actmax", "channel": "0", "steps": "2"}] * 4)]
+def test_a_full_queue_is_429_with_a_retry_time(jobs_svc):
+    many = [{"mode": "actmax", "channel": "0", "steps": "2"}] * jobs_svc.jobs.limits.max_queued  # none taken yet
+    ids = [json.loads(r.body)["job"] for r in jobs_svc.handle(many)]
     [busy] = jobs_svc.handle([{"mode": "actmax", "channel": "0", "steps": "2"}])
     assert busy.status == 429 and busy.phrase == "Too Many Requests"
     out = json.loads(busy.body)
-    assert out["type"] == "TooManyJobs" and out["retry_after_s"] >= 1
+    assert out["type"] == "TooManyJobs" and out["retry_after_s"] >= 1 and "max_queued" in out["message"]
     assert dict(busy.headers)["Retry-After"] == str(round(out["retry_after_s"]))
     finish_jobs(jobs_svc)
     assert all(r.status == 200 for r in jobs_svc.handle([{"job": i} for i in ids]))
@@ -320,10 +329,15 @@ def test_an_optimization_far_over_the_budget_is_refused_with_the_estimate(jobs_s
     fit = dict(fields, steps=str(max(1, out["max_steps"])), size="256")
     [accepted] = jobs_svc.handle([fit])
     assert accepted.status == 202 and json.loads(accepted.body)["estimate_s"] <= 270
-    jobs_svc.jobs.poll(json.loads(accepted.body)["job"])
-    for job in list(jobs_svc.jobs._jobs.values()):  # not run here: too long for a test
-        job.work.close()
-    jobs_svc.jobs._jobs.clear()
+    job = json.loads(accepted.body)["job"]
+    [cancel] = jobs_svc.handle([{"job": job, "cancel": "true"}])  # not run here: too long for a test
+    assert cancel.status == 202
+    finish_jobs(jobs_svc)
+    [gone] = jobs_svc.handle([{"job": job}])  # cancelled before a step: its set-up's images, or nothing at all
+    out = json.loads(gone.body)
+    assert (gone.status == 409 and out["type"] == "Cancelled") or (
+        gone.status == 200 and all(e["steps"] == 0 and e["stopped_early"] for e in out["actmax"])
+    ), out
 
 
 def test_a_job_where_not_one_step_fits_the_budget_is_refused(jobs_svc):
