@@ -487,15 +487,17 @@ def _optimize(
     return Optimization(model, k, objective, cfg).run(progress)
 
 
-def shared_copy(model: nn.Module, hooks: bool = True) -> nn.Module:
+def shared_copy(model: nn.Module, hooks: bool = True, requires_grad: bool = False) -> nn.Module:
     """A copy of ``model``'s module tree whose parameters share the weights' memory (no memory for weights) but are
     tensors of their own that need no gradient, and whose hooks are its own: an optimization on the copy registers
     hooks that no other pass of ``model`` sees, and never changes a flag of ``model``'s parameters. Buffers are
     shared. Make it while no hooks are on ``model`` (they would be copied), or with ``hooks=False``: without any
-    (to time passes of the model while others watch it)."""
+    (to time passes of the model while others watch it). ``requires_grad``: each parameter needs a gradient where
+    ``model``'s does (autograd then records a pass whose input needs none: Grad-CAM's; Captum asks for gradients
+    with ``autograd.grad``, which fills no parameter's ``.grad``)."""
     memo: dict[int, object] = {id(b): b for b in model.buffers()}
     for p in model.parameters():
-        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=False)
+        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=requires_grad and p.requires_grad)
     out = copy.deepcopy(model, memo)
     if not hooks:
         for m in out.modules():

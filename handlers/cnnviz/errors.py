@@ -13,10 +13,12 @@ class VizError(ValueError):
 
     status = 400
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, **extra) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
+        if extra:
+            self.extra = extra
 
     @property
     def type(self) -> str:
@@ -26,7 +28,7 @@ class VizError(ValueError):
     def message(self) -> str:
         return str(self)
 
-    #: Facts a client can act on, added to the JSON (estimates, limits, when to retry).
+    #: Facts a client can act on, added to the JSON (estimates, limits, when to retry): the keyword arguments.
     extra: dict = {}
 
     def as_dict(self) -> dict:
@@ -56,16 +58,8 @@ class OverBudget(VizError):
 
     status = 422
 
-    def __init__(self, message: str, **extra) -> None:
-        super().__init__(message)
-        self.extra = extra
-
 
 class TooManyJobs(VizError):
     """The worker holds its maximum of jobs; ``retry_after_s`` says when to try again."""
 
     status = 429
-
-    def __init__(self, message: str, **extra) -> None:
-        super().__init__(message)
-        self.extra = extra

@@ -88,7 +88,7 @@ class Estimate:
     memory: float
     response: float
     parts: dict[str, float] = field(default_factory=dict)
-    knobs: dict[str, tuple[str, float]] = field(default_factory=dict)
+    knobs: dict[str, tuple[str, float, float]] = field(default_factory=dict)  # mode: (option, value, its seconds)
     optimization: dict[str, Any] | None = None  # the optimizations' own estimate (jobs step them)
 
     def about(self) -> dict[str, Any]:
@@ -111,13 +111,14 @@ def probe(req: VizRequest, served: Served, video_limits) -> Probe | None:
         shape = _npy_shape(data)
         return Probe("npy", shape, peak=len(data) * 2, what=f".npy array {list(shape)}")
     if spec.modality == "video":
-        from .video import is_video, not_a_video, probe_clip
+        from .video import FrameResizer, is_video, not_a_video, probe_clip
 
         if not is_video(data):
             raise not_a_video(spec.arch, data)
-
+        pre = spec.preprocess
         info = probe_clip(data, frames=req.clip["frames"], start=req.clip["start"], clip=req.clip["clip"],
-                          fps=spec.preprocess.fps, limits=video_limits)  # fmt: skip
+                          fps=pre.fps, limits=video_limits,
+                          fit=FrameResizer(pre.resize, pre.crop, pre.interpolation))  # fmt: skip
         frame = info["width"] * info["height"]
         decoded = info["decoded"]
         shape = (spec.input_shape[0], req.clip["frames"], *spec.input_shape[2:])
@@ -348,10 +349,12 @@ class CostModel:
         Memory is the largest of decoding, the largest pass and an optimization's, plus what the modes keep."""
         served, limits = self.served, self.served.limits
         memory = memory if memory is not None else limits.job_memory_mb * MIB
+        for v in req.values.values():  # what the modes size their passes by (vizserve.passes.memory_of)
+            v["_memory"] = memory
         p = self.calibrate_passes()
         shape = source.shape if source is not None else None
         parts: dict[str, float] = {}
-        knobs: dict[str, tuple[str, float]] = {}
+        knobs: dict[str, tuple[str, float, float]] = {}
         peaks = [source.peak if source is not None else 0]
         held = response = 0.0
         if source is not None:
@@ -363,24 +366,29 @@ class CostModel:
             peaks.append(activation_bytes(served, shape, False))
         for name in req.modes:
             cost = MODES[name].cost(served, req.values[name], shape, memory)
-            seconds = cost.seconds
+            passes = 0.0
             if shape is not None:
-                seconds += self.pass_seconds(shape, cost.inputs, cost.batch, False)
-                seconds += self.pass_seconds(shape, cost.grad_inputs, cost.batch, True)
+                passes += self.pass_seconds(shape, cost.inputs, cost.batch, False)
+                passes += self.pass_seconds(shape, cost.grad_inputs, cost.batch, True)
                 if cost.inputs or cost.grad_inputs:
                     peaks.append(activation_bytes(served, shape, cost.grad) * cost.batch)
+            seconds = cost.seconds + passes
             seconds += cost.pictures * p["png_per_pixel"]
-            peaks.append(cost.memory)
-            held += cost.held_bytes + cost.raw_bytes + cost.pictures * 3
+            # a mode's pictures are drawn in float RGB before they are bytes (at most 3 a pixel, kept); an array is
+            # copied, written and encoded
+            peaks.append(max(cost.memory, cost.pictures * 12))
+            held += cost.held_bytes + cost.raw_bytes * 3 + cost.pictures * 3
             response += cost.raw_bytes * 4 / 3
             parts[name] = seconds
-            if cost.knob is not None:
-                knobs[name] = cost.knob
+            if cost.knob is not None:  # what grows with the option: the passes (an optimization: its steps)
+                knobs[name] = (*cost.knob, passes or cost.seconds)
         opt = None
         if optimize and optimizations(req):
             opt = self.optimization_estimate(req)
             for name in optimizations(req):
                 parts[name] = parts.get(name, 0.0) + opt["exact_s"] / len(optimizations(req))
+                if name in knobs:
+                    knobs[name] = (*knobs[name][:2], opt["exact_s"] / len(optimizations(req)))
         return Estimate(sum(parts.values()), max(peaks) + held, response, parts, knobs, opt)
 
     def optimization_estimate(self, req: VizRequest) -> dict[str, Any]:

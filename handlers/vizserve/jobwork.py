@@ -48,10 +48,6 @@ class StoreDown(VizError):
 
     status = 503
 
-    def __init__(self, message: str, **extra) -> None:
-        super().__init__(message)
-        self.extra = extra
-
 
 def _down(err: StoreUnavailable) -> StoreDown:
     return StoreDown(f"the job store cannot be reached now ({err}); jobs are answered again when it is back: try "
@@ -134,7 +130,7 @@ class RequestWork:
         self.facts: dict[str, Any] = {}  # the scheduler's: job, resumed, redone_steps (set before finish)
         # a copy of the model with hooks of its own, from the service's copy that no pass ever runs on (so that no
         # hook is on it, whichever thread makes this)
-        self.served = replace(service.served, model=shared_copy(service.job_template))
+        self.served = replace(service.served, model=shared_copy(service.job_template, requires_grad=True))
         self.prepared = False
         self._scale = service.cost.pass_scale
         self._base = 0

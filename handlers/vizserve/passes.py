@@ -65,9 +65,9 @@ def picture_pixels(h: int, w: int, count: float = 1, frames: int = 1) -> float:
 
 
 def memory_of(served: Served, values) -> float:
-    """The memory a mode's passes may hold for this request: what the admission gave it (``values["_memory"]``),
-    else the job limit."""
-    return float(values.get("_memory") or served.limits.job_memory_mb * 2**20)
+    """The memory a mode's passes may hold for this request: three quarters of what the admission gave it
+    (``values["_memory"]``, else the job limit); the rest is for what it keeps (its input, pictures, arrays)."""
+    return 0.75 * float(values.get("_memory") or served.limits.job_memory_mb * 2**20)
 
 
 def output_shape(served: Served, name: str, shape: Sequence[int]) -> tuple[int, ...]:

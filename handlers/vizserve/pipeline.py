@@ -115,7 +115,7 @@ class VizService:
             self._video_transform = video_transform(pre.resize, pre.crop, pre.mean, pre.std, pre.interpolation,
                                                     resized=True)  # fmt: skip
         # the model's copy that jobs copy theirs from, in any thread: no pass runs on it, so no hook is ever on it
-        self.job_template = shared_copy(model)
+        self.job_template = shared_copy(model, requires_grad=True)
         self.cost = CostModel(self.served)
         self._jobs: JobScheduler | None = None
         self.jobs = jobs
@@ -217,7 +217,7 @@ class VizService:
                 and spent + estimate.seconds <= limits.batch_seconds
             )
             with _answering(replies, [i], "admitting"):
-                if jobs and fast and not optimizations(req):
+                if fast and not (optimizations(req) and self.jobs is not None):  # a scheduler's jobs optimize
                     inline[i] = self._with_memory(req, fast_memory)
                     spent += estimate.seconds
                     continue
@@ -293,23 +293,19 @@ class VizService:
 
     @staticmethod
     def _largest(estimate: Estimate, limit: float) -> dict[str, int]:
-        """For each mode whose cost grows with an option, the largest value of that option that fits ``limit``."""
+        """For each mode whose cost grows with an option, the largest value of that option that fits ``limit``
+        (what grows with it scaled to the room the rest leaves; 0: not even 1 fits)."""
         out = {}
-        for mode, (option, value) in estimate.knobs.items():
-            own = estimate.parts.get(mode, 0.0)
-            room = limit - (estimate.seconds - own)
-            if own > 0 and room > 0:
-                out[option] = max(1, int(value * room / own))
-            elif own > 0:
-                out[option] = 0
+        for option, value, grows in estimate.knobs.values():
+            room = limit - (estimate.seconds - grows)
+            if grows > 0:
+                out[option] = max(0, int(value * room / grows)) if room > 0 else 0
         return out
 
     def _advice(self, estimate: Estimate, limit: float) -> str:
-        largest = self._largest(estimate, limit)
+        largest = {option: n for option, n in self._largest(estimate, limit).items() if n}
         if largest:
-            return "ask for " + " and ".join(f"{option}={n} or fewer" for option, n in largest.items() if n) or (
-                "not even the least of it fits: send a smaller input"
-            )  # fmt: skip
+            return "ask for " + " and ".join(f"{option}={n} or fewer" for option, n in largest.items())
         return "use a lighter method, fewer channels or frames, or a smaller input"
 
     # -- running requests here ----------------------------------------------------------------------------------

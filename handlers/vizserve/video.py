@@ -712,6 +712,10 @@ def probe_clip(
             f"field 'data' is not a video this server reads (first bytes {bytes(data[:12])!r}); send {_ACCEPTED}"
         )
     source = _Source(container, len(data))
+    if fit is not None:  # frames too thin for the model: refused from the header alone, before FFmpeg opens the file
+        width, height = _webp_walk(data, stop=1)[:2] if container == "WebP" else _header_size(container, data)
+        if width and height:
+            fit.check(height, width, f"{container} ({len(data):,} bytes)")
     reader = (_WebpReader if VIDEO_FORMATS[container] is None else _AvReader)(data, source, limits)
     budget = _Budget(limits, source)
     try:

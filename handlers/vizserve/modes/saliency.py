@@ -97,8 +97,9 @@ class SaliencyMode(BatchedMode):
             knob = ("samples", values["samples"])
         if method in PERTURBATION_METHODS:
             count = perturbations(method, shape[1:], values["window"], values["stride"])
-            return attribution_cost(served, values, shape, inputs=1 + count, batch=batch)
-        return attribution_cost(served, values, shape, inputs=1, grad_inputs=per.get(method, 1), batch=batch,
+            return attribution_cost(served, values, shape, inputs=1 + count, batch=min(batch, count))
+        grads = per.get(method, 1)
+        return attribution_cost(served, values, shape, inputs=1, grad_inputs=grads, batch=min(batch, grads),
                                 knob=knob)  # fmt: skip
 
     def run(self, served, x, values):

@@ -175,8 +175,9 @@ def attribution_cost(served: Served, values, shape, *, inputs: float = 0, grad_i
     if frames > 1:  # the overlays animated, each frame at least 224 px
         pictures += frames * picture_pixels(*shape[-2:])
     if values["faithfulness"]:
-        inputs += 2 * (values["faithfulness_steps"] + 1)
-        batch = max(batch, faithfulness_batch(served, values, shape))
+        points = 2 * (values["faithfulness_steps"] + 1)
+        inputs += points
+        batch = max(batch, min(points, faithfulness_batch(served, values, shape)))
     raw = math.prod(shape[1:]) * 4 if values["raw"] else 0
     return Passes(inputs=inputs, grad_inputs=grad_inputs, batch=batch, grad=grad_inputs > 0, pictures=pictures,
                   raw_bytes=raw, knob=knob)  # fmt: skip
