@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,34 +253,51 @@ def stop_torchserve(cwd: Path, marker: Path, env: dict) -> list[int]:
     return [p.pid for p in left]
 
 
+def seeded_alexnet_archive(store: Path, archive_args: Sequence[str] = ()) -> Path:
+    """``store/alexnet_viz.mar`` with seeded random weights (seed 0), for the benchmarks; ``archive_args``: more
+    options of archive.sh (caps, budgets). Returns the archive's path."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "handlers"))
+    from cnnviz import random_state_dict
+
+    store.mkdir(parents=True, exist_ok=True)
+    weights = store / "alexnet_seeded.pt"
+    torch.save(random_state_dict("alexnet", seed=0), weights)
+    build = [str(ROOT / "archive.sh"), "--weights", str(weights), "--out", str(store), *archive_args, "alexnet"]
+    subprocess.run(build, check=True)
+    weights.unlink()
+    return store / "alexnet_viz.mar"
+
+
 @contextmanager
 def seeded_alexnet_server(prefix: str, archive_args: Sequence[str] = ()) -> Iterator[Server]:
     """A private TorchServe serving ``alexnet_viz`` with seeded random weights (seed 0), for the benchmarks;
     ``archive_args``: more options of archive.sh (caps, budgets)."""
     import tempfile
 
-    import torch
-
-    sys.path.insert(0, str(ROOT / "handlers"))
-    from cnnviz import random_state_dict
-
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         work = Path(tmp)
-        weights = work / "alexnet_seeded.pt"
-        torch.save(random_state_dict("alexnet", seed=0), weights)
-        build = [str(ROOT / "archive.sh"), "--weights", str(weights), "--out", str(work / "store"), *archive_args,
-                 "alexnet"]  # fmt: skip
-        subprocess.run(build, check=True)
+        seeded_alexnet_archive(work / "store", archive_args)
         with local_torchserve(work / "store", ["alexnet_viz.mar"], work) as server:
             yield server
 
 
 @contextmanager
 def local_torchserve(
-    store: Path, archives: Sequence[str], workdir: Path, timeout: float = 240, drop: Sequence[str] = ()
+    store: Path,
+    archives: Sequence[str],
+    workdir: Path,
+    timeout: float = 240,
+    drop: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    cpus: Sequence[int] | None = None,
 ) -> Iterator[Server]:
     """TorchServe serving ``archives`` from ``store``; yields once every model answers, stops on exit. ``drop``:
     keys of config.properties left out, so that TorchServe's own default applies (benchmarks of its defaults).
+    ``env``: more environment for TorchServe and its workers (``VIZ_JOB_STORE``: replicas sharing a Redis).
+    ``cpus``: the cores it runs on (``taskset``: its frontend and every worker it starts inherit them), so that
+    servers on one machine behave like servers on machines of their own.
 
     Raises RuntimeError if it is not ready in ``timeout`` seconds, or if anything of it survives ``--stop``.
     """
@@ -291,7 +308,7 @@ def local_torchserve(
         start = ["--ncs", "--ts-config", str(workdir / "config.properties"), "--model-store", str(store), "--models",
                  *archives]  # fmt: skip
         names = [Path(a).name.removesuffix(".mar") for a in archives]
-        yield from _serve(workdir, names, timeout, workers, ports, config, start)
+        yield from _serve(workdir, names, timeout, workers, ports, config, start, env, cpus)
 
 
 def _serve(
@@ -302,13 +319,16 @@ def _serve(
     ports: Sequence[int],
     config: str,
     start_args: Sequence[str],
-    extra_env: dict[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    cpus: Sequence[int] | None = None,
 ) -> Iterator[Server]:
     (workdir / "config.properties").write_text(config)
     tokens = "disable_token_authorization=true" not in config.splitlines()
     # TMPDIR: its own pid file
     env = {**os.environ, "TMPDIR": str(workdir), "PATH": f"{BIN}:{os.environ['PATH']}", **(extra_env or {})}
     start = [str(BIN / "torchserve"), "--start", *start_args]
+    if cpus:
+        start = ["taskset", "-c", ",".join(str(c) for c in cpus), *start]
     subprocess.run(start, cwd=workdir, env=env, check=True, timeout=60, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + timeout
