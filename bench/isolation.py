@@ -215,6 +215,7 @@ def heavy(args) -> None:
     classify_ms: dict[str, list[float]] = {"alexnet_viz": [], "motion_viz": []}
     outcomes: list[dict] = []
     rss: dict[int, list[int]] = {}
+    timeline: list[tuple] = []  # (s from the start, model, ms, status) of each classify
 
     def count(kind: str, code: int) -> None:
         with lock:
@@ -262,8 +263,10 @@ def heavy(args) -> None:
                     model = models[k % 2]
                     t0 = time.perf_counter()
                     r = server.post(model, data=photo if model == "alexnet_viz" else small_clip)
+                    ms = (time.perf_counter() - t0) * 1000
                     with lock:
-                        classify_ms[model].append((time.perf_counter() - t0) * 1000)
+                        classify_ms[model].append(ms)
+                        timeline.append((round(time.monotonic() - started, 2), model, round(ms, 1), r.status_code))
                     count("classify", r.status_code)
                     k += 1
 
@@ -275,7 +278,8 @@ def heavy(args) -> None:
                     r = server.post(model, files={k: (k, v) if isinstance(v, bytes) else (None, v)
                                                   for k, v in fields.items()})  # fmt: skip
                     count("heavy", r.status_code)
-                    outcome = {"kind": kind, "status": r.status_code}
+                    outcome = {"kind": kind, "status": r.status_code, "at": round(t0 - started, 2),
+                               "answered_in_ms": round((time.monotonic() - t0) * 1000, 1)}  # fmt: skip
                     if r.status_code == 202:
                         first = r.json()
                         outcome["estimate_s"] = first.get("estimate_s")
@@ -338,6 +342,8 @@ def heavy(args) -> None:
         "rss_over_idle_mb": growth,
         "rss_idle_mb": {str(pid): round(v / 2**20, 1) for pid, v in idle.items()},
         "heavy": by_kind,
+        "classify_timeline": timeline,
+        "heavy_timeline": [(o["at"], o["kind"], o["status"], o["answered_in_ms"]) for o in outcomes],
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))

@@ -38,7 +38,7 @@ from .options import as_bool
 from .preprocess import decode_fit, image_transform
 from .reply import Reply, json_size
 from .request import VizRequest, fields_of, parse_request
-from .served import Limits, Served, smallest_input_side
+from .served import Limits, Served, release_cached_memory, smallest_input_side
 from .video import FrameResizer, VideoLimits, is_video, not_a_video, read_clip, video_transform
 
 __all__ = ["VizService"]
@@ -180,20 +180,25 @@ class VizService:
                     replies[i] = jobwork.poll(self, fields["job"], cancel)  # its metrics: Mode="job"
                     continue
                 reqs[i] = parse_request(fields, self.served, explain=bool(explain and explain[i]))
-        inline = self._admit(reqs, replies, jobs and self.jobs is not None)
+        inline, memory = self._admit(reqs, replies, jobs and self.jobs is not None)
         results, reads, _ = self.compute(inline, replies)
         for i, req in inline.items():
             if replies[i] is None:
                 with _answering(replies, [i], "answering"):
                     replies[i] = self.answer(req, results[i], reads.get(i))
+        if memory > 64 * MIB:  # what a heavy batch freed goes back to the system, not to the next batch's peak
+            release_cached_memory(self.served.device)
         done = [r if r is not None else Reply.internal_error() for r in replies]
         return [replace(r, modes=reqs[i].modes) if i in reqs and not r.modes else r for i, r in enumerate(done)]
 
     # -- admission ----------------------------------------------------------------------------------------------
 
-    def _admit(self, reqs: dict[int, VizRequest], replies: list[Reply | None], jobs: bool) -> dict[int, VizRequest]:
-        """Estimate every request and decide: inline (returned), a job (its 202 in ``replies``), or refused. The
-        cheapest go first, so that a slow request never pushes a fast one out of the batch's inline budget."""
+    def _admit(
+        self, reqs: dict[int, VizRequest], replies: list[Reply | None], jobs: bool
+    ) -> tuple[dict[int, VizRequest], float]:
+        """Estimate every request and decide: inline (returned, with the memory they are estimated at together), a
+        job (its 202 in ``replies``), or refused. The cheapest go first, so that a slow request never pushes a fast
+        one out of the batch's inline budget."""
         limits = self.limits
         fast_memory = limits.fast_memory_mb * MIB
         estimates: dict[int, Estimate] = {}
@@ -230,7 +235,7 @@ class VizService:
                     replies[i] = jobwork.submit(self, req, estimate)
                 else:
                     inline[i] = req
-        return inline
+        return inline, sum(estimates[i].memory for i in inline)
 
     @staticmethod
     def _with_memory(req: VizRequest, memory: float) -> VizRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +29,28 @@ def bf16_is_fast(device: torch.device) -> bool:
         return False
 
 
+def _libc_trim() -> Callable[[], None] | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+    return lambda: trim(0)
+
+
+_TRIM = _libc_trim()
+
+
 def release_cached_memory(device: torch.device) -> None:
-    """Give the memory PyTorch's CUDA allocator keeps cached back to the device (after a job: its peak, GBs for
-    many targets at once, stays reserved by this process otherwise, out of reach of the other workers TorchServe
-    runs on the same GPU, one process each). Nothing on a CPU."""
+    """Give back what a large piece of work (a job, a heavy batch) freed but its allocators keep: PyTorch's CUDA
+    cache to the device (its peak, GBs for many targets at once, stays reserved by this process otherwise, out of
+    reach of the other workers TorchServe runs on the same GPU, one process each), and glibc's freed heap pages to
+    the system (``malloc_trim``: the job thread's and the request thread's arenas keep what their tensors freed, so
+    a worker's resident memory grew by its heaviest jobs' peaks together, 0.9 GB measured, and stayed there)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    if _TRIM is not None:
+        _TRIM()
 
 
 def smallest_input_side(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> int:
