@@ -85,6 +85,9 @@ class JobSettings:
     # torch's intra-op threads of the job thread; the request thread gets the rest of the cores. 0: half the cores
     # (at least 1). Oversubscribed (1 + 2 threads on 2 cores) a classify beside a job took 4x longer (README).
     threads: int = 0
+    # the job thread's CPU priority below the request thread's (Linux's nice, per thread: 0..19): on a machine whose
+    # cores are all busy with jobs (two models' job threads on two cores), fast requests still get a core at once
+    nice: int = 10
     dir: str | None = None  # states and answers: DIR/<model>; default $VIZ_JOB_DIR, else <temp dir>/cnnviz-jobs
     store: str | None = None  # a shared job store (redis://HOST:PORT/DB); default $VIZ_JOB_STORE, else the folder
 

@@ -8,7 +8,10 @@ file of its class. ``model-config.yaml``'s ``handler:`` section is the server's 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,8 @@ from .pipeline import VizService
 __all__ = ["SPEC_FILE", "job_scheduler", "load_service", "model_for", "split_threads"]
 
 SPEC_FILE = "spec.json"
+
+log = logging.getLogger(__name__)
 
 
 def model_for(spec: ModelSpec, folder: Path | None) -> torch.nn.Module:
@@ -54,10 +59,23 @@ def job_scheduler(name: str, config: ServerConfig, device: torch.device | None =
 
     def on_thread_start() -> None:
         torch.set_num_threads(threads)
+        lower_priority(jobs.nice)
         if device is not None and device.type == "cuda":
             torch.cuda.set_device(device)
 
     return JobScheduler(store, job_limits, on_thread_start=on_thread_start, **kw)
+
+
+def lower_priority(nice: int) -> None:
+    """Give the calling thread (and the compute threads it starts) ``nice`` more than it has (Linux schedules
+    threads, so this is the thread's own); nothing where the system has no per-thread priority."""
+    if nice <= 0:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (AttributeError, OSError):  # not Linux, or not allowed: the job thread keeps its priority
+        log.warning("the job thread's priority could not be lowered")
 
 
 def split_threads(jobs: JobSettings, cores: int | None = None) -> tuple[int, int]:
