@@ -52,8 +52,11 @@ def key_problem(
         f'file\'s "API" key (TorchServe rewrites the file), or restart TorchServe (./serve.sh stop; ./serve.sh)'
     )
     lead = f"TorchServe refused the {kind} key (its 400 InvalidKeyException, answered before the model sees a request)"
-    if keys is None:
-        return f"{lead}: {'no key was sent, and ' if not sent else ''}the key file {where} is {why}; {_sources(kind)}"
+    if keys is None:  # nothing to compare with: say every reason a key is refused
+        stale = "" if not sent else " (keys expire after token_expiration_min minutes, 60 in config.properties: a " \
+                                    "key kept from before may be stale, or be another server's)"  # fmt: skip
+        return (f"{lead}{stale}: {'no key was sent, and ' if not sent else ''}the key file {where} is {why}; "
+                f"{_sources(kind)}")  # fmt: skip
     entry = keys.get(kind) if isinstance(keys.get(kind), dict) else {}
     if not sent:
         return f"{lead}: no key was sent; the {kind} key is in {where}; {_sources(kind)}"

@@ -501,8 +501,8 @@ def shared_copy(model: nn.Module, hooks: bool = True, requires_grad: bool = Fals
     out = copy.deepcopy(model, memo)
     if not hooks:
         for m in out.modules():
-            for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-                getattr(m, kind).clear()
+            for table in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks):
+                table.clear()
     return out
 
 

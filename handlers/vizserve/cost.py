@@ -21,7 +21,7 @@ what is measured, for every mode family.
 
 from __future__ import annotations
 
-import io
+import functools
 import logging
 import math
 import time
@@ -29,13 +29,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from cnnviz import InputTooLarge, InvalidInput, OverBudget, shared_copy
+from cnnviz import OverBudget, shared_copy, wait_for
 
-from .decode import NPY_MAGIC, check_structure
+from .decode import NPY_MAGIC, npy_shape, open_image
 from .modes import MODES, ForwardMode, OptimizeMode
 from .passes import Passes, activation_bytes, scale_of
 from .request import VizRequest, parse_request
@@ -106,11 +104,18 @@ def probe(req: VizRequest, served: Served, video_limits) -> Probe | None:
     data = req.data
     if data is None:
         return None
-    spec = served.spec
-    if data.startswith(NPY_MAGIC):
-        shape = _npy_shape(data)
-        return Probe("npy", shape, peak=len(data) * 2, what=f".npy array {list(shape)}")
-    if spec.modality == "video":
+    spec, limits = served.spec, served.limits
+    video = spec.modality == "video"
+    if data.startswith(NPY_MAGIC):  # the same checks as reading it: a bad header is the same 4xx, at once
+        shape, _, _ = npy_shape(
+            data,
+            min_side=spec.min_side or 1,
+            max_side=limits.max_input_side,
+            rank=4 if video else 3,
+            max_frames=video_limits.max_frames if video else None,
+        )
+        return Probe("npy", tuple(shape), peak=len(data) * 2, what=f".npy array {shape}")  # fmt: skip
+    if video:
         from .video import FrameResizer, is_video, not_a_video, probe_clip
 
         if not is_video(data):
@@ -125,36 +130,36 @@ def probe(req: VizRequest, served: Served, video_limits) -> Probe | None:
         seconds = decoded * frame * DECODE_S_PER_PIXEL + req.clip["frames"] * frame * FRAME_S_PER_PIXEL
         peak = int(frame * 1.5 * DECODER_FRAMES + frame * 3 * 2 + math.prod(shape) * 4 * 2)
         return Probe("video", shape, decoded * frame, peak, seconds, info["what"])
-    check_structure(data)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height, fmt = im.size[0], im.size[1], im.format or "image"
-    except Exception:  # not an image Pillow reads: decoding says so, with its message
-        return Probe("image", tuple(spec.input_shape), what="an unreadable image")
+    im = open_image(data, max_pixels=limits.max_image_pixels)  # the same checks as decoding it
+    width, height, fmt = im.size[0], im.size[1], im.format or "image"
     pixels = width * height
-    if pixels > served.limits.max_image_pixels:
-        raise InputTooLarge(
-            f"image is {width}x{height} = {pixels:,} pixels; this server takes at most "
-            f"{served.limits.max_image_pixels:,} (max_image_pixels). Downscale it first."
-        )
     if fmt == "JPEG":  # decoded at a reduced size: down to twice the resize's short side (vizserve.decode)
         short = max(1, min(width, height))
-        reduce = max(1, min(8, short // max(1, 2 * min(spec.preprocess.resize_sizes))))
+        ratio = short // max(1, 2 * min(spec.preprocess.resize_sizes))  # libjpeg scales by 1/2, 1/4 or 1/8
+        reduce = 1 << min(3, max(0, ratio.bit_length() - 1))
         pixels //= reduce * reduce
     return Probe("image", tuple(spec.input_shape), pixels, pixels * 8, pixels * DECODE_S_PER_PIXEL,
                  f"{fmt} {width}x{height}")  # fmt: skip
 
 
-def _npy_shape(data: bytes) -> tuple[int, ...]:
-    """The shape in a .npy header (the reader checks it again, and everything else, when it reads the array)."""
-    try:
-        buf = io.BytesIO(data)
-        version = np.lib.format.read_magic(buf)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, _ = read(buf, max_header_size=10_000)
-        return tuple(int(s) for s in shape)
-    except Exception as exc:
-        raise InvalidInput(f".npy header cannot be read: {str(exc)[:200]}") from exc
+# -- pictures -------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def picture_cost(rounds: int = 3) -> float:
+    """Seconds to draw and encode a pixel of a picture, measured once in a process (it depends on the machine, not
+    the model): a map's two pictures at 224 px (the input beside its overlay, and the map: 3 x 224 x 224 pixels,
+    titles and colour bars included; no picture is under 224 px on its short side), the least of ``rounds`` after
+    one to warm up."""
+    from .render import attribution_pngs  # what most pictures go through: blend, colour bar, title, PNG
+
+    noise = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
+    times = []
+    for _ in range(rounds + 1):
+        t0 = time.perf_counter()
+        attribution_pngs(noise, noise[0], title="calibration", ticks=("0", "1"))
+        times.append(time.perf_counter() - t0)
+    return min(times[1:]) / (3 * 224 * 224)
 
 
 # -- the model ------------------------------------------------------------------------------------------------------
@@ -166,7 +171,7 @@ class CostModel:
     Attributes:
         passes: seconds of a pass, measured (:meth:`calibrate`): ``fwd_fixed``, ``fwd_per`` (an input of the model's
             size), ``fwd_batch`` (each further input of a batch, over the first), and the same for ``grad_*``
-            (forward and backward to the input); ``png_per_pixel``.
+            (forward and backward to the input).
         calibration: an optimization step's parts (seconds), or ``None`` before.
         scale: what the jobs' measured steps say of the optimization calibration (:meth:`learn`), 1 at first;
             ``pass_scale`` the same for passes.
@@ -182,18 +187,21 @@ class CostModel:
     # -- calibration --------------------------------------------------------------------------------------------
 
     def calibrate(self, least_s: float = 2.0, most_rounds: int = 8) -> dict[str, float]:
-        """Both calibrations (:meth:`calibrate_passes`, :meth:`calibrate_optimization`); the TorchServe handler
-        calls it at model load, before any request."""
+        """Every calibration (:func:`picture_cost`, :meth:`calibrate_passes`, :meth:`calibrate_optimization`); the
+        TorchServe handler calls it at model load, before any request."""
+        picture_cost()
         self.calibrate_passes()
         return self.calibrate_optimization(least_s, most_rounds)
 
     def calibrate_passes(self, least_s: float = 1.0, most_rounds: int = 12) -> dict[str, float]:
-        """Seconds of a forward pass and of a forward and backward pass, at the model's input size and at half its
-        side, of one input and of a batch of four, and of PNG encoding a pixel: each the least over rounds of all of
-        them in turn (after one to warm up; at least three, and until ``least_s`` seconds were spent or
-        ``most_rounds`` ran: a busy moment slows one round of each, not every run of one). Fitted as ``fixed + per
-        x elements`` and ``+ batch x (inputs - 1) x elements``, a further input of a batch costing between a
-        sixteenth of one input and one input."""
+        """Seconds of a forward pass at the model's input size and at half its side and of a batch of four, and of
+        a forward and backward pass of one input: each the least over rounds of all of them in turn (after one to
+        warm up; at least two, and until ``least_s`` seconds were spent or ``most_rounds`` ran: a busy moment slows
+        one round of each, not every run of one). Fitted as ``fixed + per x elements`` and ``+ batch x (inputs - 1)
+        x elements``, a further input of a batch costing between a sixteenth of one input and one input; the
+        backward kind scaled as the forward one is (R3D-18's calibration takes 10 s on 2 cores as it is). Pictures
+        are :func:`picture_cost`'s. Measured on the first estimate that needs a pass (the TorchServe handler: at
+        model load)."""
         if self.passes is not None:
             return self.passes
         served = self.served
@@ -201,14 +209,6 @@ class CostModel:
         full = tuple(spec.input_shape)
         half = (*full[:-2], max(spec.min_side or 1, full[-2] // 2), max(spec.min_side or 1, full[-1] // 2))
         model = shared_copy(served.model, hooks=False)
-        from .render import attribution_pngs  # what most pictures go through: blend, colour bar, title, PNG
-
-        noise = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
-
-        def pictures(side: int) -> float:
-            t0 = time.perf_counter()
-            attribution_pngs(noise[:, :side, :side], noise[0, :side, :side], title="calibration", ticks=("0", "1"))
-            return time.perf_counter() - t0
 
         def timed(shape, batch: int, grad: bool) -> float:
             x = torch.zeros((batch, *shape), device=device)
@@ -219,36 +219,29 @@ class CostModel:
             else:
                 with torch.inference_mode():
                     model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            wait_for(device)
             return time.perf_counter() - t0
 
-        runs = {(kind, shape, batch): [] for kind in ("fwd", "grad") for shape, batch in ((full, 1), (half, 1),
-                                                                                           (full, 4))}  # fmt: skip
-        png: list[float] = []
+        runs: dict[tuple, list[float]] = {("fwd", full, 1): [], ("fwd", half, 1): [], ("fwd", full, 4): [],
+                                          ("grad", full, 1): []}  # fmt: skip
         for key in runs:  # warm-up: oneDNN builds its kernels for each new shape on the first pass
             timed(key[1], key[2], key[0] == "grad")
-        pictures(224)
         t0 = time.perf_counter()
         rounds = 0
-        while rounds < 3 or (time.perf_counter() - t0 < least_s and rounds < most_rounds):
+        while rounds < 2 or (time.perf_counter() - t0 < least_s and rounds < most_rounds):
             for kind, shape, batch in runs:
                 runs[(kind, shape, batch)].append(timed(shape, batch, kind == "grad"))
-            png.append(pictures(224))
             rounds += 1
         best = {key: min(times) for key, times in runs.items()}
-        out: dict[str, float] = {}
+        one, small, four = best[("fwd", full, 1)], best[("fwd", half, 1)], best[("fwd", full, 4)]
         ratio = math.prod(half[1:]) / math.prod(full[1:])
-        for kind in ("fwd", "grad"):
-            one, small, four = best[(kind, full, 1)], best[(kind, half, 1)], best[(kind, full, 4)]
-            per = min(one, max((one - small) / max(1e-6, 1 - ratio), one / 8))
-            out[f"{kind}_per"] = per
-            out[f"{kind}_fixed"] = max(0.0, one - per)
-            out[f"{kind}_batch"] = min(one, max((four - one) / 3, one / 16))
-        # a map's two pictures: the input beside its overlay and the map, 3 x 224 x 224 pixels with their titles and
-        # colour bars (a picture's fixed costs counted by the pixel: no picture is under 224 px on its short side)
-        out["png_per_pixel"] = min(png) / (3 * 224 * 224)
-
+        share = min(1.0, max((one - small) / max(1e-6, 1 - ratio), one / 8) / max(one, 1e-9))  # of one: per element
+        extra = min(1.0, max((four - one) / 3, one / 16) / max(one, 1e-9))  # a further input of a batch, of one
+        out: dict[str, float] = {}
+        for kind, whole in (("fwd", one), ("grad", max(best[("grad", full, 1)], one))):
+            out[f"{kind}_per"] = whole * share
+            out[f"{kind}_fixed"] = whole * (1 - share)
+            out[f"{kind}_batch"] = whole * extra
         self.passes = out
         log.info("%s: a forward pass %.4f s, forward and backward %.4f s (one input of %s; %d rounds)", served.name,
                  out["fwd_fixed"] + out["fwd_per"], out["grad_fixed"] + out["grad_per"], full, rounds)  # fmt: skip
@@ -351,7 +344,7 @@ class CostModel:
         memory = memory if memory is not None else limits.job_memory_mb * MIB
         for v in req.values.values():  # what the modes size their passes by (vizserve.passes.memory_of)
             v["_memory"] = memory
-        p = self.calibrate_passes()
+        per_pixel = picture_cost()
         shape = source.shape if source is not None else None
         parts: dict[str, float] = {}
         knobs: dict[str, tuple[str, float, float]] = {}
@@ -373,7 +366,7 @@ class CostModel:
                 if cost.inputs or cost.grad_inputs:
                     peaks.append(activation_bytes(served, shape, cost.grad) * cost.batch)
             seconds = cost.seconds + passes
-            seconds += cost.pictures * p["png_per_pixel"]
+            seconds += cost.pictures * per_pixel
             # a mode's pictures are drawn in float RGB before they are bytes (at most 3 a pixel, kept); an array is
             # copied, written and encoded
             peaks.append(max(cost.memory, cost.pictures * 12))

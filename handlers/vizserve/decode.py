@@ -27,6 +27,8 @@ __all__ = [
     "MAX_NPY_HEADER",
     "NPY_MAGIC",
     "check_structure",
+    "npy_shape",
+    "open_image",
     "echo",
     "fit_for_transform",
     "json_depth",
@@ -171,29 +173,10 @@ def _check_gif(data: bytes) -> None:
 # -- images --------------------------------------------------------------------------------------------------------
 
 
-def read_image(
-    data: bytes,
-    *,
-    max_pixels: int,
-    resize: int | None = None,
-    crop: int | tuple[int, int] | None = None,
-    resample: int = Image.Resampling.BILINEAR,
-    max_side: int = MAX_IMAGE_SIDE,
-) -> Image.Image:
-    """Decode ``data`` into an RGB image, as a person would see it.
-
-    The container is checked first (:func:`check_structure`), then the size from the header, before pixels are
-    decoded: more than ``max_pixels``, or a side longer than ``max_side``, is refused with 413. EXIF orientation
-    is applied. Animated images give their first frame. Any mode Pillow reads becomes RGB: transparency is
-    composited over white, 16-bit and float greyscale are scaled to 8 bits from their full range, CMYK and palette
-    images are converted.
-
-    With ``resize`` (the short side R of a ``Resize(R)`` transform) and ``crop`` (its ``CenterCrop``, an int or
-    ``(h, w)``), the image is only as large as that transform needs: a JPEG is decoded at a reduced size (down to
-    twice R on its short side), and an image whose full resize would be far larger than the crop goes through
-    :func:`fit_for_transform`. Pass the result to the same transform as before; its output stays within the
-    tolerance stated there. Without ``resize`` the full image is returned, as before.
-    """
+def open_image(data: bytes, *, max_pixels: int, max_side: int = MAX_IMAGE_SIDE) -> Image.Image:
+    """The image in ``data`` opened, not decoded: its container checked (:func:`check_structure`) and its size from
+    the header within ``max_pixels`` and ``max_side`` (413), or a 400 that says what it is not. What
+    :func:`read_image` decodes, and what the cost model reads before any pixel is decoded."""
     check_structure(data)
     too_many = "image is {} pixels; this server takes at most {:,} (max_image_pixels). Downscale it first."
     try:
@@ -221,6 +204,34 @@ def read_image(
         raise InputTooLarge(
             f"image is {width:,}x{height:,} pixels; each side may be at most {max_side:,} px. Crop or downscale it."
         )
+    return im
+
+
+def read_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    resize: int | None = None,
+    crop: int | tuple[int, int] | None = None,
+    resample: int = Image.Resampling.BILINEAR,
+    max_side: int = MAX_IMAGE_SIDE,
+) -> Image.Image:
+    """Decode ``data`` into an RGB image, as a person would see it.
+
+    The container is checked first (:func:`check_structure`), then the size from the header, before pixels are
+    decoded: more than ``max_pixels``, or a side longer than ``max_side``, is refused with 413. EXIF orientation
+    is applied. Animated images give their first frame. Any mode Pillow reads becomes RGB: transparency is
+    composited over white, 16-bit and float greyscale are scaled to 8 bits from their full range, CMYK and palette
+    images are converted.
+
+    With ``resize`` (the short side R of a ``Resize(R)`` transform) and ``crop`` (its ``CenterCrop``, an int or
+    ``(h, w)``), the image is only as large as that transform needs: a JPEG is decoded at a reduced size (down to
+    twice R on its short side), and an image whose full resize would be far larger than the crop goes through
+    :func:`fit_for_transform`. Pass the result to the same transform as before; its output stays within the
+    tolerance stated there. Without ``resize`` the full image is returned, as before.
+    """
+    im = open_image(data, max_pixels=max_pixels, max_side=max_side)
+    width, height = im.size
     try:
         im.seek(0)
         if resize and im.format == "JPEG":
@@ -303,18 +314,11 @@ _NPY_EXPECTED = "expected a float32 array [3, H, W] as np.save writes it (descr 
 _NPY_EXPECTED_CLIP = "expected a float32 array [3, T, H, W] as np.save writes it (descr '<f4')"
 
 
-def read_npy(
+def npy_shape(
     data: bytes, *, min_side: int, max_side: int, rank: int = 3, max_frames: int | None = None
-) -> torch.Tensor:
-    """A normalized input array from ``.npy`` bytes, used exactly as given: float32 ``[3, H, W]``, or with
-    ``rank=4`` a video clip ``[3, T, H, W]`` of 1 to ``max_frames`` frames (None: no cap).
-
-    The header is parsed first, and only when it is at most :data:`MAX_NPY_HEADER` bytes (NumPy's parser, with its
-    own cap), so a huge header or one that claims a huge shape is refused before anything is allocated. Every bad
-    descr, dtype (structured, subarray, object, not float32) or shape (not integers, negative, not ``[3, H, W]`` or
-    ``[3, T, H, W]``) is a 400 that names it; H or W past ``max_side``, or T past ``max_frames``, is a 413. No
-    pickles are read. Values must be finite.
-    """
+) -> tuple[list[int], bool, int]:
+    """The checks of :func:`read_npy`, on the header alone (nothing is allocated): ``(shape, Fortran order, where
+    the data starts)``, or the error the array gets. What the cost model reads before an array is read."""
     if rank not in (3, 4):
         raise ValueError(f"rank is 3 ([3, H, W]) or 4 ([3, T, H, W]), got {rank}")
     expected = _NPY_EXPECTED if rank == 3 else _NPY_EXPECTED_CLIP
@@ -376,6 +380,22 @@ def read_npy(
     need = math.prod(sizes) * 4
     if len(data) - start != need:
         raise InvalidInput(f".npy array {sizes} needs {need} bytes of data, got {len(data) - start}")
+    return sizes, fortran, start
+
+
+def read_npy(
+    data: bytes, *, min_side: int, max_side: int, rank: int = 3, max_frames: int | None = None
+) -> torch.Tensor:
+    """A normalized input array from ``.npy`` bytes, used exactly as given: float32 ``[3, H, W]``, or with
+    ``rank=4`` a video clip ``[3, T, H, W]`` of 1 to ``max_frames`` frames (None: no cap).
+
+    The header is parsed first, and only when it is at most :data:`MAX_NPY_HEADER` bytes (NumPy's parser, with its
+    own cap), so a huge header or one that claims a huge shape is refused before anything is allocated
+    (:func:`npy_shape`). Every bad descr, dtype (structured, subarray, object, not float32) or shape (not integers,
+    negative, not ``[3, H, W]`` or ``[3, T, H, W]``) is a 400 that names it; H or W past ``max_side``, or T past
+    ``max_frames``, is a 413. No pickles are read. Values must be finite.
+    """
+    sizes, fortran, start = npy_shape(data, min_side=min_side, max_side=max_side, rank=rank, max_frames=max_frames)
     arr = np.frombuffer(data, dtype="<f4", offset=start).reshape(sizes, order="F" if fortran else "C")
     if not np.isfinite(arr).all():
         raise InvalidInput(".npy array holds NaN or infinity; every value must be finite")

@@ -481,7 +481,7 @@ class JobScheduler:
             self._down = True
             return None
         except OSError:
-            log.exception("job store: %s failed", getattr(fn, "__name__", fn))
+            log.exception("job store: %r failed", fn)
             return None
         if self._down:
             self._down, self._back_at = False, self._clock()

@@ -110,6 +110,7 @@ class Store(Protocol):
 
     needs_renewal: bool  # claims expire unless renewed (Redis); a folder's locks live as long as their process
     blocking: bool  # claim(wait=...) waits for a job (Redis); else the scheduler polls
+    shared: bool  # every replica that names the store sees its jobs (Redis); a folder: this machine's workers
 
     def enqueue(self, job_id: str, record: bytes | None, state: dict[str, Any]) -> None: ...
     def claim(self, consumer: str, takeover: bool, wait: float = 0.0) -> Claim | None: ...
@@ -160,7 +161,7 @@ def make_store(
 
 # -- the folder store ------------------------------------------------------------------------------------------------
 
-_OPEN = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
 _SUFFIXES = (".out", ".json", ".cancel", ".rec", ".ckpt")
 
 
@@ -185,6 +186,7 @@ class FolderStore:
 
     needs_renewal = False
     blocking = False
+    shared = False  # this machine's workers only: KServe's envelopes cannot poll a job that may be on another replica
 
     def __init__(self, folder: Path, limits: JobLimits = JobLimits()) -> None:
         self.folder = Path(folder)
@@ -193,7 +195,7 @@ class FolderStore:
         parent = self.folder.parent
         parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _check_parent(parent, uid)
-        pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             try:
                 os.mkdir(self.folder.name, 0o700, dir_fd=pfd)

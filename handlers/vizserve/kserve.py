@@ -374,7 +374,7 @@ def answer(service, call: Call, data: Any, explain: bool = False) -> Answer:
         return whole(call.error)
     limits = service.limits
     # with a job store that every replica shares, a job submitted here can be polled through any replica
-    jobs = service.jobs is not None and getattr(service.jobs.store, "shared", False)
+    jobs = service.jobs is not None and service.jobs.store.shared
     try:
         items, names = v2_items(data, call.parameters, limits, jobs) if v2 else v1_items(data, limits, jobs)
     except VizError as err:

@@ -131,7 +131,7 @@ class VizService:
     @jobs.setter
     def jobs(self, scheduler: JobScheduler | None) -> None:
         self._jobs = scheduler
-        if scheduler is not None and getattr(scheduler, "make_work", False) is None:
+        if isinstance(scheduler, JobScheduler) and scheduler.make_work is None:
             scheduler.attach(jobwork.work_maker(self))
 
     def _share_cores(self) -> None:
@@ -217,7 +217,7 @@ class VizService:
         for i in sorted(estimates, key=lambda k: estimates[k].seconds):
             req, estimate = reqs[i], estimates[i]
             fast = (
-                estimate.seconds <= limits.fast_seconds
+                estimate.seconds <= min(limits.fast_seconds, limits.max_busy_seconds)
                 and estimate.memory <= fast_memory
                 and spent + estimate.seconds <= limits.batch_seconds
             )

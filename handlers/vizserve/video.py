@@ -295,6 +295,7 @@ class _AvReader:
 
     def __init__(self, data: bytes, source: _Source, limits: VideoLimits) -> None:
         self.data, self.source, self.limits = data, source, limits
+        self.fit: FrameResizer | None = None  # what read_clip resizes each frame with as it is taken
         self.container: Any = None
         self.stream: Any = None
         self.offset = 0.0  # the stream's start time: frame times are counted from it
@@ -389,6 +390,7 @@ class _WebpReader:
 
     def __init__(self, data: bytes, source: _Source, limits: VideoLimits) -> None:
         self.data, self.source, self.limits = data, source, limits
+        self.fit: FrameResizer | None = None  # what read_clip resizes each frame with as it is taken
         self.image: Image.Image | None = None
         self.durations: list[float] = []
         self.eps = 5e-4  # ANMF durations are whole milliseconds
@@ -677,7 +679,7 @@ def _run(reader: Any, src: _Source, budget: _Budget, targets: list[float], start
             )
         if not src.width:  # a header without the frame size: the first frame's, checked as the header's would be
             src.width, src.height = frame.width, frame.height
-            _check_size(src, budget.limits, len(targets), getattr(reader, "fit", None))
+            _check_size(src, budget.limits, len(targets), reader.fit)
         picker.feed(when, frame, length)
         if picker.done:
             break

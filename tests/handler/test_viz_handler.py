@@ -211,8 +211,9 @@ def test_an_optimization_is_a_job_that_a_poll_follows_to_its_answer(handler, mod
     assert entry["label"] == "tabby" and entry["steps"] == 3
 
 
-def test_a_full_queue_answers_429_with_retry_after(model_dir):
-    cfg = {"handler": {"arch": "resnet18", "weights": "random", "jobs": {"max_jobs": 1, "max_queued": 2}}}
+def test_a_full_queue_answers_429_with_retry_after(model_dir, tmp_path):
+    jobs = {"max_jobs": 1, "max_queued": 2, "dir": str(tmp_path)}  # a queue of its own: no other test's jobs in it
+    cfg = {"handler": {"arch": "resnet18", "weights": "random", "jobs": jobs}}
     handler = load_handler_module().VizHandler()
     handler.initialize(MockContext(model_dir, cfg))
     try:

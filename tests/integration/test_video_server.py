@@ -24,8 +24,9 @@ def mp4_of(label: str, seed: int = 77) -> bytes:
 
 
 def test_an_mp4_to_r3d_18_gets_kinetics_top5_feature_maps_over_time_and_a_gradcam_animation(server):
-    r = server.post("r3d_18_viz", files={"data": mp4_of("right")},
-                    data={"mode": "classify,featuremaps,gradcam", "layers": "layer1", "channels": "4"})  # fmt: skip
+    # Grad-CAM of R3D-18 is seconds of compute on a CPU: a job (202), followed to its answer
+    r, _ = server.job("r3d_18_viz", files={"data": mp4_of("right")},
+                      data={"mode": "classify,featuremaps,gradcam", "layers": "layer1", "channels": "4"})  # fmt: skip
     assert r.status_code == 200, r.text[:300]
     out = r.json()
     assert out["input"]["container"] == "MP4" and len(out["input"]["timestamps"]) == 16
@@ -34,7 +35,7 @@ def test_an_mp4_to_r3d_18_gets_kinetics_top5_feature_maps_over_time_and_a_gradca
     assert fmap["shape"] == [64, 16, 56, 56]  # [C, T, H, W]: time kept by r3d's first stage
     animation = Image.open(io.BytesIO(base64.b64decode(out["gradcam"]["animation"])))
     assert animation.format == "WEBP" and animation.n_frames == 16
-    webp = server.post("r3d_18_viz", files={"data": mp4_of("right")}, data={"mode": "gradcam", "format": "webp"})
+    webp, _ = server.job("r3d_18_viz", files={"data": mp4_of("right")}, data={"mode": "gradcam", "format": "webp"})
     assert webp.status_code == 200 and webp.headers["content-type"] == "image/webp"
     assert Image.open(io.BytesIO(webp.content)).n_frames == 16
 
