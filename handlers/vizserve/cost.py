@@ -44,13 +44,15 @@ __all__ = ["CostModel", "Estimate", "Passes", "Probe", "optimizations", "probe"]
 log = logging.getLogger(__name__)
 
 MIB = 2**20
-#: Decoding, in seconds a decoded pixel (measured on this project's 2-core CPU; see VideoLimits): H.264 from 2.6 ns
-#: (720p, crf 23) to 9.2 ns (noise at 31 Mbit/s) a pixel, JPEG and PNG about 5 ns; the geometric middle.
-DECODE_S_PER_PIXEL = 5e-9
-#: A picked frame's conversion to RGB and its resize, a pixel of the source.
-FRAME_S_PER_PIXEL = 4e-9
-#: Frames a video decoder holds besides the one decoded (references, threads), as full frames of 1.5 bytes a pixel.
-DECODER_FRAMES = 8
+#: Decoding, in seconds a decoded pixel, on one thread (measured on this project's 2-core CPU through the service: a
+#: 720p H.264 clip 0.46 s for 48 frames decoded and 16 taken, a DCI 4K one 3.0 s for 17 and 16): JPEG and PNG about
+#: as much.
+DECODE_S_PER_PIXEL = 1e-8
+#: A taken frame's conversion to RGB and its resize, a pixel of the source.
+FRAME_S_PER_PIXEL = 8e-9
+#: Frames a video decoder holds besides the one decoded (references, threads), as full frames of 1.5 bytes a pixel
+#: (16 frames of 4K through the motion model took 332 MiB at the peak).
+DECODER_FRAMES = 16
 #: Before ``start`` a decoder starts at the keyframe before it: up to this many seconds more (a common GOP).
 PREROLL_S = 2.0
 
@@ -128,7 +130,7 @@ def probe(req: VizRequest, served: Served, video_limits) -> Probe | None:
         decoded = info["decoded"]
         shape = (spec.input_shape[0], req.clip["frames"], *spec.input_shape[2:])
         seconds = decoded * frame * DECODE_S_PER_PIXEL + req.clip["frames"] * frame * FRAME_S_PER_PIXEL
-        peak = int(frame * 1.5 * DECODER_FRAMES + frame * 3 * 2 + math.prod(shape) * 4 * 2)
+        peak = int(frame * 1.5 * DECODER_FRAMES + frame * 3 * 3 + math.prod(shape) * 4 * 2)  # RGB, its copy, resize
         return Probe("video", shape, decoded * frame, peak, seconds, info["what"])
     im = open_image(data, max_pixels=limits.max_image_pixels)  # the same checks as decoding it
     width, height, fmt = im.size[0], im.size[1], im.format or "image"

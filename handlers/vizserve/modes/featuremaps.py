@@ -66,10 +66,11 @@ class Featuremaps(ForwardMode):
         (each enlarged or reduced to 48..128 px; a clip's grid of channels by frames, and its animation)."""
         if shape is None:
             return Passes()
-        held = raw = pictures = 0.0
+        held = raw = pictures = seconds = 0.0
         for name in values["layers"]:
             out = output_shape(served, name, shape)
             held += math.prod(out) * 4
+            seconds += math.prod(out) * Passes.MAP_S_PER_ELEMENT
             raw += math.prod(out) * 4 if values["raw"] else 0
             shown = min(values["channels"] or out[0], out[0])
             tile = min(128, max(48, max(out[-2:]))) ** 2
@@ -78,7 +79,7 @@ class Featuremaps(ForwardMode):
                 pictures += 2 * shown * out[1] * tile
             else:
                 pictures += shown * tile
-        return Passes(pictures=pictures, raw_bytes=raw, held_bytes=held)
+        return Passes(pictures=pictures, raw_bytes=raw, held_bytes=held, seconds=seconds)
 
     def present(self, served, values, probs, acts):
         return [self._entry(served, values, name, acts[name]) for name in values["layers"]]
