@@ -154,8 +154,10 @@ def test_a_4k_clip_is_estimated_from_its_header(motion):
     source = probe(req, motion.served, motion.video_limits)
     assert source.kind == "video" and source.pixels in (8 * 4096 * 2160, 9 * 4096 * 2160)  # its 8, and one more
     assert "4096x2160" in source.what
-    # frames resized as they come: far below the 425 MB that 16 frames of 4K took when they were kept
-    assert source.peak < 200 * MIB
+    # frames resized as they come: the decoder's pool of frames (about 210 MB of YUV) and one RGB frame and its
+    # copies, below the 425 MB of 16 RGB frames of 4K kept until the end (the measured peak: tests below)
+    pool = 16 * 4096 * 2160 * 1.5
+    assert pool < source.peak < 16 * 4096 * 2160 * 3
 
 
 def test_an_answer_whose_arrays_are_over_the_response_limit_is_refused_before_any_pass():
