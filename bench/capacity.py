@@ -1,4 +1,4 @@
-"""Per-request cost of every mode, for the README's capacity model: milliseconds on one CPU core and FLOPs.
+"""Per-request cost of every mode, for the capacity model (docs/deploying.md): milliseconds on one CPU core and FLOPs.
 
 In one process, without TorchServe (its own cost per request is in ``bench/latency.py``), on one thread
 (``torch.set_num_threads(1)``: one worker per core is how a CPU replica scales). For each model (seeded random
@@ -138,7 +138,7 @@ def main() -> None:
 
 
 def table(rows: list[dict], models: list[str]) -> str:
-    """The README's table: a row per request, for each model its time on one core (requests/s) and GFLOP."""
+    """docs/deploying.md's table: a row per request, for each model its time on one core (requests/s) and GFLOP."""
 
     def cells(r: dict | None) -> str:
         if r is None:

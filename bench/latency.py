@@ -230,7 +230,7 @@ def main() -> None:
 
 
 def table(result: dict) -> str:
-    """The README's table of a run: medians, ratios to the stock default and (in brackets) to its one-worker
+    """docs/development.md's table of a run: medians, ratios to the stock default and (in brackets) to its one-worker
     variant."""
     settings = result["applied_settings"]
     lone, big, load = result["lone"], result["twelve_megapixels"], result["throughput"]

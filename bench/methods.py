@@ -8,7 +8,7 @@ defaults (Score-CAM: 16 masked inputs a pass, Ablation-CAM: 32), progress bars o
 the window, stride and baseline of ours. Ours: the core's classes and :func:`cnnviz.saliency`, as the server runs
 them (``max_cam_passes`` and the time budget off). Calls are interleaved in shuffled order; medians and the ratio
 peer / ours are reported, with the Pearson correlation of the two maps (1: the same map up to scale; where ours
-departs from the peer's algorithm, see the README's list of departures, it is lower).
+departs from the peer's algorithm, see docs/methods.md's list of departures, it is lower).
 
 Needs requirements-bench.txt (pytorch-grad-cam). Run: .venv/bin/python bench/methods.py [--rounds 5]
 (about 10 minutes: Score-CAM of ResNet18's layer4 is 512 passes of the network a call).

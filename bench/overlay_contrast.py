@@ -1,5 +1,5 @@
 """How well each overlay shows a map over its input, by kind of map: the measure the overlays' defaults were chosen by
-(modes/shared.py, OVERLAYS; README, "The pictures of a map").
+(modes/shared.py, OVERLAYS; docs/usage.md, "Response").
 
 The maps are the service's own (every map the service draws is recorded as it is drawn): the trained shapes model
 on 12 generated shapes (2 of each class), and AlexNet (seeded random weights) on docs/grace_hopper.jpg, a photo.
@@ -117,7 +117,7 @@ def main() -> None:
             cells = " | ".join(f"{shown:.1f} | {kept:.2f}" for shown, kept in got)
             print(f"| {kind} | {blend} | {opacity:g} | {g} | {cells} |")
         fit = [(min(s for s, _ in got), c) for c, got in rows if min(k for _, k in got) >= KEEP]
-        if fit and kind != "cam":  # a CAM keeps Grad-CAM's picture, even at 0.5 (README)
+        if fit and kind != "cam":  # a CAM keeps Grad-CAM's picture, even at 0.5 (docs/usage.md)
             shown, (blend, opacity, gamma) = max(fit)
             print(f"| {kind}: chosen by the rule | {blend} | {opacity:g} | {gamma:g} | least map_shown {shown:.1f} |")
 

@@ -48,7 +48,7 @@ CLIENT = ROOT / "clients" / "every_class.py"
 # Published dense peaks (NVIDIA's H100 SXM datasheet): TF32 tensor cores (cuDNN's default for float32
 # convolutions in torch), plain FP32.
 H100_TF32, H100_FP32 = 494.7e12, 66.9e12
-UTILIZATION = 0.3  # a guess for AlexNet at 128 px, batches of tens of images (the README's capacity model uses it)
+UTILIZATION = 0.3  # a guess for AlexNet at 128 px, batches of tens of images (docs/deploying.md's capacity model)
 # A guess: the host's time to launch one operator of eager PyTorch on a GPU (dispatch and launch); a step that
 # computes little is bound by its operators' count times this, whatever the GPU's peak.
 LAUNCH_S = 10e-6

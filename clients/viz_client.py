@@ -1,17 +1,17 @@
 """Call a *_viz model and save what comes back: the top-k as a table, every picture as a PNG.
 
-  python clients/viz_client.py cat.jpg                                   # top-5
+  python clients/viz_client.py docs/grace_hopper.jpg                                   # top-5
   python clients/viz_client.py photos/ --mode featuremaps,gradcam --out pictures/   # every image of a folder
-  python clients/viz_client.py cat.jpg --mode featuremaps,filters --layers features.0,features.8
+  python clients/viz_client.py docs/grace_hopper.jpg --mode featuremaps,filters --layers features.0,features.8
   python clients/viz_client.py --model resnet18_viz --mode layers        # no image needed
-  python clients/viz_client.py cat.jpg --raw --out pictures/              # also saves the .npy arrays
-  python clients/viz_client.py cat.jpg --mode gradcam --method gradcam++ --target "tiger cat"
-  python clients/viz_client.py shape.png --model shapes_viz --mode gradcam,saliency --method guided_backprop
+  python clients/viz_client.py docs/grace_hopper.jpg --raw --out pictures/              # also saves the .npy arrays
+  python clients/viz_client.py docs/grace_hopper.jpg --mode gradcam --method gradcam++ --target "tiger cat"
+  python clients/viz_client.py samples/shape.png --model shapes_viz --mode gradcam,saliency --method guided_backprop
   python clients/viz_client.py --mode actmax --layer features.10 --channel 0-15 --out pictures/  # a job, polled
   python clients/viz_client.py --mode actmax --channel "tabby,goldfish"   # class images, no image needed
-  python clients/viz_client.py cat.jpg --mode saliency --method smoothgrad -o samples=32 -o noise=0.2
-  python clients/viz_client.py cat.jpg --mode deconv --layer features.8
-  python clients/viz_client.py cat.jpg --mode invert --layer features.6
+  python clients/viz_client.py docs/grace_hopper.jpg --mode saliency --method smoothgrad -o samples=32 -o noise=0.2
+  python clients/viz_client.py docs/grace_hopper.jpg --mode deconv --layer features.8
+  python clients/viz_client.py docs/grace_hopper.jpg --mode invert --layer features.6
   python clients/viz_client.py --mode filters --layers features.0
 
 actmax and invert run as jobs on the server: the request is answered 202 with a job ID at once, and the client

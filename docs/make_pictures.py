@@ -1,4 +1,4 @@
-"""Regenerate the README's pictures with the service TorchServe runs, in process.
+"""Regenerate the pictures of the README and docs/ with the service TorchServe runs, in process.
 
 AlexNet (seeded random weights: no pretrained weights on the machines this project is built on) on
 docs/grace_hopper.jpg; the trained shapes model on generated shapes; the trained motion model on generated clips.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-shot device check (README, "The GPU path"): the CUDA lane, then the GPU benchmarks, into one folder.
+# The one-shot device check (docs/development.md, "The GPU path"): the CUDA lane, then the GPU benchmarks, into one folder.
 #
 #   scripts/gpu_check.sh [OUT_DIR] [gpu_check.py options]     # OUT_DIR: default $OUT, else bench/results/gpu_check
 #

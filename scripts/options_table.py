@@ -1,8 +1,8 @@
-"""The README's options table, generated from the modes' declarations (``vizserve.modes``).
+"""The options table of docs/usage.md, generated from the modes' declarations (``vizserve.modes``).
 
 Run: .venv/bin/python scripts/options_table.py          prints the table
-     .venv/bin/python scripts/options_table.py --write  writes it into README.md between its markers
-A test fails when README.md and the declarations disagree.
+     .venv/bin/python scripts/options_table.py --write  writes it into docs/usage.md between its markers
+A test fails when docs/usage.md and the declarations disagree.
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ def readme_with_table(text: str) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write", action="store_true", help="write the table into README.md")
+    p.add_argument("--write", action="store_true", help="write the table into docs/usage.md")
     args = p.parse_args()
     if not args.write:
         print(table(), end="")
         return 0
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "usage.md"
     readme.write_text(readme_with_table(readme.read_text()))
     return 0
 

@@ -49,7 +49,8 @@ def main() -> int:
     print(
         f"TorchServe is up at {inference}, serving {', '.join(args.models)}.\n"
         f"  key=$(python3 -c \"import json; print(json.load(open('key_file.json'))['inference']['key'])\")\n"
-        f'  curl -H "Authorization: Bearer $key" -F data=@cat.jpg -F mode=featuremaps {inference}/predictions/{first}\n'
+        f'  curl -H "Authorization: Bearer $key" -F data=@docs/grace_hopper.jpg -F mode=featuremaps '
+        f"{inference}/predictions/{first}\n"
         f"Stop it with ./serve.sh stop. Logs: logs/. Keys expire after 60 minutes (key_file.json)."
     )
     return 0

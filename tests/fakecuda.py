@@ -30,7 +30,7 @@ says ``cuda:N`` (``FakeTensor``'s trick). A wrapper with real CUDA dispatch keys
 a driver (torch aborted the process in its device guard), and ``FakeTensorMode`` checks devices but computes no
 values (every ``.item()`` and picture would fail). Transfers and factories are caught a level above, by a
 ``TorchFunctionMode``. It is a test double of the CUDA *semantics* of placement, not of CUDA: kernels, real device
-memory, streams, asynchrony and speed are never exercised (README, "The GPU path").
+memory, streams, asynchrony and speed are never exercised (docs/development.md, "The GPU path").
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def shape_folder(folder, n: int, seed: int, stem: str = "shape") -> None:
         _shape_image(images[k]).save(folder / f"{stem}{k}.png")
 
 
-# -- hostile inputs (README, "Hostile input"): each is small on the wire and costly if decoded naively -------------
+# -- hostile inputs (docs/security.md): each is small on the wire and costly if decoded naively -------------
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:

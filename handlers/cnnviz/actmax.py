@@ -14,7 +14,7 @@ compares the images of one target).
   log-probability (log-softmax, as the seed notebooks' cross-entropy loss does; this module's default), its logit
   (Lucid), or its margin over the best other class (the HTTP service's default: it does not saturate once the class
   wins, as the log-probability does, and cannot rise by raising every class, as a logit can; measured on the motion
-  and shapes examples with judges trained apart, README "Activation maximization").
+  and shapes examples with judges trained apart, docs/methods.md, "Activation maximization").
 - Regularizers: L2 decay and L1 ("no ink") towards mid-grey, total variation, a pull towards an initial image, and a
   Gaussian blur of pixel parameters every k steps (cnnpref). Departure: the blur is not applied to ``fft`` parameters,
   whose 1/f scaling already favours low frequencies.
@@ -112,7 +112,8 @@ def fft_image(
     time_cycles) ** 2``, ``f_t`` in cycles per clip: a temporal low-pass (a prior that what is seen persists over
     the clip; 0: none). Why: with 1/f alone the motion example's preferred "rotating" video was a patch flickering
     for a few frames that a second model read as "up"; at 1 cycle per clip it was read as rotating in 4 of 6 seeds
-    (1 of 5 without), at 0.5 (the service's video default) in 6 of 6, with every other class (README "Video")."""
+    (1 of 5 without), at 0.5 (the service's video default) in 6 of 6, with every other class
+    (docs/models.md, "Video")."""
     shape = _shape(size, frames)
     dims = tuple(range(-len(shape), 0))
     scale = 1.0 / torch.clamp(_freqs(shape, device), min=1.0 / size) ** decay_power

@@ -83,7 +83,7 @@ class JobSettings:
     wall_seconds: int = 300  # a job's answer is ready at most this long after its submission
     keep_seconds: int = 600  # a finished job's answer is kept this long after it ends
     # torch's intra-op threads of the job thread; the request thread gets the rest of the cores. 0: half the cores
-    # (at least 1). Oversubscribed (1 + 2 threads on 2 cores) a classify beside a job took 4x longer (README).
+    # (at least 1). Oversubscribed (1 + 2 threads on 2 cores) a classify beside a job took 4x longer (docs/jobs.md).
     threads: int = 0
     # the job thread's CPU priority below the request thread's (Linux's nice, per thread: 0..19): on a machine whose
     # cores are all busy with jobs (two models' job threads on two cores), fast requests still get a core at once

@@ -11,7 +11,7 @@ sits between the worker and the handler, for every request:
   (``context.input_names``), and wraps answer ``i`` as output ``i`` named ``input_names[i]``, in
   ``{"id", "model_name", "model_version", "outputs"}``.
 
-What this service reads (the README's "KServe" section shows the bodies):
+What this service reads (docs/deploying.md's "KServe" section shows the bodies):
 
 * v1: each instance is one request of the plain API: base64 image text, or an object with the image as ``data``
   (or ``b64``, or TF Serving's ``{"b64": ...}``) and any option of the plain API beside it

@@ -82,7 +82,7 @@ def split_threads(jobs: JobSettings, cores: int | None = None) -> tuple[int, int
     """torch's intra-op threads for the job thread and for the request thread: ``jobs.threads`` (0: half
     of the cores, at least 1) and the rest (at least 1). ``torch.set_num_threads`` in a thread sets that thread's
     OpenMP team (and the default of threads started after it), not that of threads already running (checked in
-    this build: README, "Optimizations are jobs"), so each thread sets its own."""
+    this build: docs/jobs.md, "Slow requests are jobs"), so each thread sets its own."""
     cores = cores or torch.get_num_threads()
     job = jobs.threads or max(1, cores // 2)
     return job, max(1, cores - job)

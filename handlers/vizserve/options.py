@@ -1,7 +1,7 @@
 """Options a request may carry: each declared once, with its type, default, allowed range and one line of help.
 
 Modes list the options they read (:mod:`vizserve.modes`); the request parser (:mod:`vizserve.request`) is generic
-over these declarations, the README's options table is generated from them (``scripts/options_table.py``), and
+over these declarations, docs/usage.md's options table is generated from them (``scripts/options_table.py``), and
 ``mode=describe`` reports them. An option name means one thing in every mode that reads it; a mode may only change
 its default (``Option.but``).
 
@@ -91,7 +91,7 @@ class Option:
         help: one line.
         lo, hi: the allowed range of ``int``, ``float`` and ``count``.
         choices: the allowed values of ``choice``.
-        default_text: how the default reads in the README and ``describe`` when it depends on the model.
+        default_text: how the default reads in the docs and ``describe`` when it depends on the model.
         above: ``float`` values must be strictly above ``lo`` (a learning rate).
         allowed_text: the allowed values in words, for kinds the mode reads itself (``text``, ``names``).
         modality: ``video``: only video models take it (``mode=describe`` of an image model leaves it out, and the

@@ -142,7 +142,7 @@ def unknown_option(names: Sequence[str], declared: Iterable[str]) -> InvalidOpti
     close = list(dict.fromkeys(alias + close_names(name, declared)))[:3]
     if not close:
         return InvalidOption(f"{shown}; -F mode=describe lists every option with the modes that read it "
-                             "(README: Options)")  # fmt: skip
+                             "(docs/usage.md, Options)")  # fmt: skip
     hint = " (the input is field 'data': -F data=@cat.jpg)" if close[0] == "data" else ""
     return InvalidOption(f"{shown}; did you mean {_either(close)}?{hint}")
 

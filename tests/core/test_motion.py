@@ -160,7 +160,7 @@ def preferred():
 def test_preferred_videos_are_read_as_their_class_by_the_served_model_and_by_a_second_one(model, judge, preferred):
     """Every class, by the served model and by the judge (another seed), with p >= 0.9: an adversarial video would
     fool only its own model. Measured with the video defaults (time_cycles 0.5) over image seeds 0-7: the judge
-    reads every class with p >= 0.99 in every seed (README "Video")."""
+    reads every class with p >= 0.99 in every seed (docs/models.md, "Video")."""
     with torch.no_grad():
         own = model(normalize(preferred)).softmax(1)
         other = judge(normalize(preferred)).softmax(1)

@@ -370,7 +370,7 @@ def test_the_estimate_is_within_a_factor_of_the_measured_time(jobs_svc):
         req = parse_request(fields, jobs_svc.served)
         estimate = jobs_svc.cost.optimization_estimate(req)["exact_s"]  # estimate_s: rounded to 0.1 s
         runs = []
-        for _ in range(3):  # the first run of a new batch shape also builds oneDNN's kernels (README): not counted
+        for _ in range(3):  # the first run of a new batch shape also builds oneDNN's kernels: not counted
             t0 = time.perf_counter()
             [reply] = jobs_svc.handle([fields])
             finish_jobs(jobs_svc)

@@ -44,4 +44,4 @@ def test_the_archive_carries_the_complete_spec(tmp_path):
     assert spec["arch"] == "squeezenet1_1" and spec["weights"] == "random" and spec["cam_layer"] == "features"
     assert spec["input_shape"] == [3, 224, 224] and spec["min_side"] == 17 and len(spec["labels"]) == 1000
     assert spec["featuremap_layers"] == ["features.0", "features"] and "weights_file: weights.pt" in config
-    assert "\nbatchSize: 8\n" in config and "\nmaxBatchDelay: 1\n" in config  # README, "Latency"
+    assert "\nbatchSize: 8\n" in config and "\nmaxBatchDelay: 1\n" in config  # docs/development.md, "Benchmarks"

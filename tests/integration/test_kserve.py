@@ -8,7 +8,7 @@ KServe routes, where KServe forwards (``/v1/models/<model>:predict``, ``:explain
 Then KServe's own model server (PyPI ``kserve``, in .venv-kserve) in front of that TorchServe, as kserve/front.py
 runs it in a pod, with a real Open Inference Protocol client, ``tritonclient[http]``, at its defaults (binary inputs,
 binary outputs). What no cluster here can check (KServe's ingress, storage, autoscaling, the pod's image) is listed
-in the README's KServe section.
+in docs/deploying.md's KServe section.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROUTES = {"kserve": "/v1/models/shapes_viz:predict", "kservev2": "/v2/models/shapes_viz/infer"}
-README = (ROOT / "README.md").read_text()
+README = (ROOT / "docs" / "deploying.md").read_text()  # the KServe section, linked from the README
 
 
 def b64(label: int) -> str:
@@ -177,7 +177,8 @@ def test_optimizations_and_bare_pictures_are_refused_with_the_way_out(kserve_ser
 def test_the_readmes_curl_command_works_as_written(kserve_server, tmp_path):
     envelope, server = kserve_server
     [command] = [block for block in re.findall(r"```bash\n(.*?)```", README, re.S) if ROUTES[envelope] in block]
-    (tmp_path / "shape.png").write_bytes(shape_png(label=0)[0])
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "shape.png").write_bytes(shape_png(label=0)[0])
     env = {**os.environ, "URL": server.url, "HOST": "cnn-viz.default.example.com"}
     done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -291,7 +292,8 @@ def test_the_readmes_tritonclient_example_works_as_written(front, client, tmp_pa
     _, _, url = front
     [example] = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "tritonclient.http" in b]
     assert '"localhost:8080"' in example
-    (tmp_path / "shape.png").write_bytes(shape_png(label=0)[0])
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "shape.png").write_bytes(shape_png(label=0)[0])
     script = example.replace('"localhost:8080"', repr(urlsplit(url).netloc)) + "\nprint(json.dumps(answer))\n"
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -67,7 +67,7 @@ def _default_size(served) -> int:
 
 
 # actmax's defaults, measured on the shapes model with two judges trained apart from it (tests/core/
-# test_shapes_actmax.py; README "Activation maximization"): the margin objective with twice lucent's transforms, two
+# test_shapes_actmax.py; docs/methods.md): the margin objective with twice lucent's transforms, two
 # copies a step and 128 steps at lr 0.02 gave class images both judges read as their class (6/6 and 4-5/6 over three
 # seeds); lucent's image defaults with the log-probability gave grey mottling read 4-5/6 and 3-5/6, and longer or
 # faster runs of the margin filled the image with texture (4/6 and 2/6). Video keeps lr 0.05 (with 0.02 the second

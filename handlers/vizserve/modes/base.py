@@ -31,7 +31,7 @@ class Mode:
     """One mode. Subclasses set the class attributes and override the method of their kind."""
 
     name: ClassVar[str]
-    summary: ClassVar[str]  # one line for the README and ``describe``
+    summary: ClassVar[str]  # one line for the docs and ``describe``
     options: ClassVar[tuple[Option, ...]] = ()
     needs_input: ClassVar[bool] = False
     #: For options of kind ``names`` that several modes share (``method``): the values this mode takes.

@@ -52,7 +52,7 @@ COLORMAP = Option("colormap", "choice", None, "the colour map of the map's pictu
 #: (coarse, every pixel has a value, >= 0, jet): evenly at 0.5, Grad-CAM's usual picture. A map of the input's
 #: pixels (saliency: sparse; a signed one is white at 0, and evenly at 0.5 it washed the photo out and was nearly
 #: invisible over it): weighted by its magnitude, over the input in grey, at most 1 (>= 0) or 0.9 (signed) the map's
-#: colour. Chosen by the contrast bench/overlay_contrast.py measures (README, "The pictures of a map"): the most map
+#: colour. Chosen by the contrast bench/overlay_contrast.py measures (docs/usage.md, "Response"): the most map
 #: shown that keeps at least half the photo's contrast where the map says little.
 OVERLAYS = {"cam": ("even", 0.5), "pixels": ("magnitude", 1.0), "signed": ("magnitude", 0.9)}
 OPACITY = Option("opacity", "float", None, "how much of the overlay is the map's colour. gradcam: at every pixel (0 "
