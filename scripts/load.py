@@ -35,6 +35,9 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     rss_mb: dict[int, float] = field(default_factory=dict)  # worker resident size after N requests
     seconds: float = 0.0
+    #: A 202 is a request the cost model made a job (over the batch's inline budget, say): followed to its answer,
+    #: whose status is counted here.
+    job_statuses: dict[int, int] = field(default_factory=dict)
 
     @property
     def server_errors(self) -> int:
@@ -50,7 +53,19 @@ class LoadResult:
             "p50_ms": round(statistics.median(lat), 1),
             "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
             "rss_mb": self.rss_mb,
+            "job_statuses": dict(sorted(self.job_statuses.items())),
         }
+
+
+def follow(server, model: str, submitted, session, seconds: float = 120.0) -> int:
+    """The status a job's answer came with (polled every 0.2 s, at most ``seconds``; 504 when it never came)."""
+    job, deadline = submitted.json()["job"], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        r = server.post(model, data={"job": job}, session=session)
+        if r.status_code != 202:
+            return r.status_code
+        time.sleep(0.2)
+    return 504
 
 
 def run_load(server, model: str, image: bytes, *, total: int, clients: int, max_seconds: float,
@@ -78,7 +93,10 @@ def run_load(server, model: str, image: bytes, *, total: int, clients: int, max_
             t0 = time.perf_counter()
             r = server.post(model, files=files, data=fields, session=session)
             ms = (time.perf_counter() - t0) * 1000
+            answer = follow(server, model, r, session) if r.status_code == 202 else None
             with lock:
+                if answer is not None:
+                    result.job_statuses[answer] = result.job_statuses.get(answer, 0) + 1
                 result.latencies_ms.append(ms)
                 result.statuses[r.status_code] = result.statuses.get(r.status_code, 0) + 1
                 done = len(result.latencies_ms)

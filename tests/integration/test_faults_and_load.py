@@ -109,7 +109,11 @@ def test_short_load_run_has_no_server_errors_and_flat_memory(server):
     result = run_load(server, "alexnet_viz", jpeg(), total=300, clients=4, max_seconds=240, rss_after=(100, 300))
     summary = result.summary()
     assert result.server_errors == 0, summary
-    assert set(summary["statuses"]) <= {200, 400}, summary
+    # a 202: the cost model made a request a job (a batch of several gradient modes over its inline budget); every
+    # such job answers 200, and there are few of them (the mix has no heavy request)
+    assert set(summary["statuses"]) <= {200, 202, 400}, summary
+    assert summary["job_statuses"] == ({200: summary["statuses"][202]} if 202 in summary["statuses"] else {}), summary
+    assert summary["statuses"].get(202, 0) <= 15, summary
     assert result.requests == 300, summary
     early, late = result.rss_mb[100], result.rss_mb[300]
     assert late <= early * 1.05, summary
