@@ -548,6 +548,7 @@ class JobScheduler:
             log.warning("job %s taken over (resumed %d times, %d steps redone)", job.id, resumed, redone)
         with self._cond:
             self._jobs[job.id] = job
+            self._cancels_seen = float("-inf")  # a cancel sent while it was queued is read before its first step
         if failure is not None:
             self._end(job, False, failure=failure)
         else:

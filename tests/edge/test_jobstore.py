@@ -52,6 +52,22 @@ def test_a_record_is_taken_by_any_worker_of_the_machine_and_answered_alike(tmp_p
     assert not list(tmp_path.glob("*.rec")) and not list(tmp_path.glob("*.ckpt"))  # gone with the answer
 
 
+def test_a_record_cancelled_while_queued_runs_no_step_even_just_after_a_look_for_cancels(tmp_path):
+    """The worker looks for other workers' cancels every ``cancel_every`` s while jobs run; a job it claims is looked
+    up at once, so a cancel sent while the job was queued ends it before its first step (it ran 1 step or more when
+    the last look had been within ``cancel_every``, a fresh-clone CI run's failure)."""
+    clock = Clock()
+    a = worker(tmp_path, clock)
+    first = a.submit(record("first", 100, cost=0.001), {"steps": 100})["job"]
+    assert a.run_once() and a.run_once()  # claimed; its set-up, then a step: the look for cancels is recent
+    queued = a.submit(record("queued", 100, cost=0.001), {"steps": 100})["job"]
+    assert worker(tmp_path, clock).cancel(queued).status == 202  # another worker takes the cancel: in the store
+    run_all(a)
+    body = json.loads(a.poll(queued).body)
+    assert body["steps"] == 0 and body["stopped_early"] is True, body
+    assert json.loads(a.poll(first).body)["steps"] == 100
+
+
 def test_a_stopped_worker_gives_its_jobs_back_and_another_resumes_them_from_the_checkpoint(tmp_path):
     clock = Clock()
     a, b = worker(tmp_path, clock), worker(tmp_path, clock)
