@@ -283,7 +283,14 @@ class FolderStore:
         return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
 
     def _names(self) -> list[str]:
-        return os.listdir(self._fd)
+        # A listing of its own open file description: os.listdir(fd) reads through a dup of the folder's fd, which
+        # shares its position, so the request and the job thread listing at once saw names twice or not at all
+        # (a queue of one job counted as two: a 429).
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=self._fd)
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
 
     # -- states, answers, cancels ---------------------------------------------------------------------------------
 

@@ -68,6 +68,30 @@ def test_a_record_cancelled_while_queued_runs_no_step_even_just_after_a_look_for
     assert json.loads(a.poll(first).body)["steps"] == 100
 
 
+def test_the_queue_is_counted_right_while_another_thread_lists_the_folder(tmp_path):
+    """The request thread counts the queue while the job thread looks for jobs to claim: each listing reads the
+    folder through its own open file (os.listdir of one shared fd counted names twice or not at all under two
+    threads, and a queue of one job answered 429 'holds its maximum of 2')."""
+    import secrets
+    import threading
+
+    store = FolderStore(tmp_path, JobLimits())
+    for _ in range(60):
+        store.enqueue(secrets.token_urlsafe(16), b"{}", {"state": "queued", "submitted": 0.0})
+    counts: list[int] = []
+
+    def count() -> None:
+        for _ in range(150):
+            counts.append(store.queue().queued)
+
+    threads = [threading.Thread(target=count) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(counts) == 300 and set(counts) == {60}, sorted(set(counts))
+
+
 def test_a_stopped_worker_gives_its_jobs_back_and_another_resumes_them_from_the_checkpoint(tmp_path):
     clock = Clock()
     a, b = worker(tmp_path, clock), worker(tmp_path, clock)

@@ -222,7 +222,7 @@ def test_a_full_queue_answers_429_with_retry_after(model_dir, tmp_path):
         out = handler.handle(many, ctx)
         statuses = [ctx.status[i][0] for i in range(5)]
         # two wait in the queue (and at most one was taken from it meanwhile: a worker looks every 0.5 s)
-        assert statuses[:2] == [202, 202] and statuses[3:] == [429, 429], [json.loads(o) for o in out]
+        assert statuses[:2] == [202, 202] and statuses[3:] == [429, 429], (statuses, [json.loads(o) for o in out])
         body = json.loads(out[4])
         assert body["type"] == "TooManyJobs" and "max_queued" in body["message"]
         assert int(ctx.response_headers[4]["Retry-After"]) >= 1
