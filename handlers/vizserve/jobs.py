@@ -391,10 +391,7 @@ class JobScheduler:
                     self.store.release(self.consumer, job.id)
                 except (StoreUnavailable, OSError) as exc:
                     log.warning("job %s: not given back (%s); another worker takes it over later", job.id, exc)
-            try:
-                job.work.close()
-            except Exception:
-                log.exception("job %s: close failed", job.id)
+            self._close(job)
 
     # -- the threads ----------------------------------------------------------------------------------------------
 
