@@ -40,6 +40,15 @@ from scripts.local_torchserve import seeded_alexnet_server  # noqa: E402
 MAX = {"mode": "actmax", "channel": "0-63", "size": "512", "steps": "2048"}
 
 
+def paced(started: float, end: float, rate: float):
+    """0, 1, 2, ...: each at its time, ``started + k / rate`` (monotonic seconds), while that is before ``end``."""
+    k = 0
+    while (due := started + k / rate) < end:
+        time.sleep(max(0.0, due - time.monotonic()))
+        yield k
+        k += 1
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", choices=("actmax", "heavy"), default="actmax")
@@ -71,18 +80,12 @@ def main() -> None:
         end = started + args.seconds
 
         def classify() -> None:
-            k = 0
-            while True:
-                due = started + k / args.rate
-                if due >= end:
-                    return
-                time.sleep(max(0.0, due - time.monotonic()))
+            for _ in paced(started, end, args.rate):
                 t0 = time.perf_counter()
                 r = server.post(model, data=image, headers={"Content-Type": "image/jpeg"})
                 with lock:
                     classify_ms.append((time.perf_counter() - t0) * 1000)
                 count("classify", r.status_code)
-                k += 1
 
         def optimizer(n: int) -> None:
             while time.monotonic() < end:
@@ -254,12 +257,7 @@ def heavy(args) -> None:
                     time.sleep(0.25)
 
             def classify() -> None:
-                k = 0
-                while True:
-                    due = started + k / args.rate
-                    if due >= end:
-                        return
-                    time.sleep(max(0.0, due - time.monotonic()))
+                for k in paced(started, end, args.rate):
                     model = models[k % 2]
                     t0 = time.perf_counter()
                     r = server.post(model, data=photo if model == "alexnet_viz" else small_clip)
@@ -268,7 +266,6 @@ def heavy(args) -> None:
                         classify_ms[model].append(ms)
                         timeline.append((round(time.monotonic() - started, 2), model, round(ms, 1), r.status_code))
                     count("classify", r.status_code)
-                    k += 1
 
             def client(n: int) -> None:
                 kind = list(inputs)[n % len(inputs)]
